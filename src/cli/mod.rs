@@ -1,0 +1,1 @@
+//! One file per subcommand. `main.rs` only parses arguments and dispatches here.

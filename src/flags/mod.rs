@@ -1,0 +1,1 @@
+//! Feature flags in the OpenFeature flagd format: store, evaluator and OFREP handler.

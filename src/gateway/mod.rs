@@ -1,0 +1,3 @@
+//! The data plane: an HTTP API gateway on tokio and hyper.
+
+pub mod config;

@@ -1,0 +1,10 @@
+//! signalbox: a terminal release cockpit for API teams, and the gateway engine behind it.
+//!
+//! Pure domain types live in [`domain`]; everything that does I/O sits at the edges
+//! ([`gateway`], [`metrics`], [`cli`]).
+
+pub mod cli;
+pub mod domain;
+pub mod flags;
+pub mod gateway;
+pub mod metrics;

@@ -1,0 +1,1 @@
+//! Live error and latency: scrape a gateway's `/metrics`, or query Prometheus.
