@@ -1,3 +1,4 @@
 //! The data plane: an HTTP API gateway on tokio and hyper.
 
 pub mod config;
+pub mod secrets;
