@@ -1,1 +1,54 @@
-fn main() {}
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use signalbox::cli;
+
+/// signalbox: the release cockpit for API teams, and the gateway behind it.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API gateway.
+    Gateway(cli::gateway::GatewayArgs),
+    /// Check or convert gateway configs.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a gateway config: exit 0, or exit 1 with FILE:LINE:COL: field.path: message.
+    Check { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Config(ConfigCommand::Check { file }) => cli::config::check(&file),
+        Command::Gateway(args) => run_async(cli::gateway::run(args)),
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn run_async(fut: impl std::future::Future<Output = anyhow::Result<i32>>) -> i32 {
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("signalbox: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("signalbox: {e:#}");
+            1
+        }
+    }
+}

@@ -1,4 +1,139 @@
 //! The data plane: an HTTP API gateway on tokio and hyper.
+//!
+//! [`RunningGateway::start`] brings one gateway up (client listener, admin listener,
+//! health checks, config watching); the CLI, the sandbox and the tests all use it.
 
+pub mod admin;
 pub mod config;
+pub mod error;
+pub mod filters;
+pub mod metrics;
+pub mod proxy;
+pub mod router;
 pub mod secrets;
+pub mod server;
+pub mod snapshot;
+pub mod split;
+pub mod state;
+pub mod upstream;
+pub mod watch;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use self::config::ConfigError;
+use self::state::GatewayState;
+
+#[derive(Clone, Debug, Default)]
+pub struct GatewayOptions {
+    pub config: PathBuf,
+    /// Overrides the config's `listen`.
+    pub listen: Option<SocketAddr>,
+    /// Overrides the config's `admin.listen`.
+    pub admin_listen: Option<SocketAddr>,
+    pub state_dir: Option<PathBuf>,
+    /// Reload when the config file changes.
+    pub watch_config: bool,
+}
+
+/// Why a gateway did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0:#}")]
+    Other(#[from] anyhow::Error),
+}
+
+pub struct RunningGateway {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub state: Arc<GatewayState>,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningGateway {
+    pub async fn start(opts: GatewayOptions) -> Result<Self, StartError> {
+        let loaded = config::load_file(&opts.config)?;
+        let mut cfg = loaded.config;
+        if let Some(l) = opts.listen {
+            cfg.listen = l;
+        }
+        if let Some(a) = opts.admin_listen {
+            cfg.admin.listen = a;
+        }
+        let state = GatewayState::new(cfg, Some(opts.config.clone()), Some(&loaded.text))?;
+        Self::serve(state, opts).await
+    }
+
+    async fn serve(state: Arc<GatewayState>, opts: GatewayOptions) -> Result<Self, StartError> {
+        let snap = state.snapshot();
+        let listen = snap.config.listen;
+        let admin_listen = snap.config.admin.listen;
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen} (gateway)"))?;
+        let admin_listener = TcpListener::bind(admin_listen)
+            .await
+            .with_context(|| format!("cannot listen on {admin_listen} (admin)"))?;
+        let addr = listener.local_addr().context("listener address")?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .context("admin listener address")?;
+        let shutdown = CancellationToken::new();
+        let mut tasks = Vec::new();
+
+        tasks.push(tokio::spawn(server::serve(
+            listener,
+            state.clone(),
+            snap.config.server.clone(),
+            shutdown.clone(),
+        )));
+        let admin = admin::router(state.clone());
+        let token = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(admin_listener, admin)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %e, "admin listener failed");
+            }
+        }));
+        if opts.watch_config {
+            tasks.push(tokio::spawn(watch::watch_config(
+                state.clone(),
+                shutdown.clone(),
+            )));
+        }
+        tracing::info!(%addr, %admin_addr, config_hash = %snap.hash, "gateway listening");
+        Ok(Self {
+            addr,
+            admin_addr,
+            state,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stops accepting, drains in-flight requests (up to `server.shutdown_timeout`), stops
+    /// health checks.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.state.stop();
+    }
+
+    /// A token that, when cancelled, shuts the gateway down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}

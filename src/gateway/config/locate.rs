@@ -141,7 +141,7 @@ routes:
         let m = locate_paths(DOC);
         assert_eq!(m["listen"], (1, 1));
         assert_eq!(m["upstreams.blue"], (3, 3));
-        assert_eq!(m["upstreams.blue.targets[0]"], (3, 19));
+        assert_eq!(m["upstreams.blue.targets[0]"], (3, 21));
         assert_eq!(m["routes[0]"], (5, 5));
         assert_eq!(m["routes[0].name"], (5, 5));
         assert_eq!(m["routes[0].split.green"], (8, 7));

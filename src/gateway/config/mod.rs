@@ -80,10 +80,7 @@ impl LoadedConfig {
         if p.is_absolute() {
             p.to_path_buf()
         } else {
-            self.source
-                .parent()
-                .unwrap_or(Path::new("."))
-                .join(p)
+            self.source.parent().unwrap_or(Path::new(".")).join(p)
         }
     }
 }
@@ -107,10 +104,10 @@ pub fn parse_str(text: &str, file: &str) -> Result<GatewayConfig, ConfigError> {
             // Keep the path; the location comes from the inner error.
             let path = e.path().to_string();
             let inner = e.into_inner();
-            let msg = format!("\u{0}{path}\u{0}{}", plain_message(&inner));
+            let msg = format!("@@SB@@{path}@@SB@@{}", plain_message(&inner));
             match inner.location() {
                 Some(loc) => <serde_saphyr::Error as serde::de::Error>::custom(format!(
-                    "{msg}\u{0}{}\u{0}{}",
+                    "{msg}@@SB@@{}@@SB@@{}",
                     loc.line(),
                     loc.column()
                 )),
@@ -157,9 +154,9 @@ fn plain_message(e: &serde_saphyr::Error) -> String {
 
 fn syntax_issue(text: &str, file: &str, e: &serde_saphyr::Error) -> ConfigIssue {
     let plain = plain_message(e);
-    // Our own packed form: \0path\0message[\0line\0col]
-    if let Some(rest) = plain.split_once('\u{0}').map(|(_, r)| r) {
-        let parts: Vec<&str> = rest.split('\u{0}').collect();
+    // Our own packed form (see parse_str): @@SB@@path@@SB@@message[@@SB@@line@@SB@@col]
+    if let Some(rest) = plain.split_once("@@SB@@").map(|(_, r)| r) {
+        let parts: Vec<&str> = rest.split("@@SB@@").collect();
         let path = parts.first().copied().unwrap_or_default().to_string();
         let message = parts.get(1).copied().unwrap_or_default().to_string();
         let (line, col) = match (parts.get(2), parts.get(3)) {
@@ -202,7 +199,10 @@ pub fn validate(c: &GatewayConfig) -> Vec<(String, String)> {
         .level
         .parse::<tracing_subscriber::filter::LevelFilter>()
     {
-        err("log.level".into(), format!("{m}; use error, warn, info, debug or trace"));
+        err(
+            "log.level".into(),
+            format!("{m}; use error, warn, info, debug or trace"),
+        );
     }
 
     let mut consumer_names = HashSet::new();
@@ -221,7 +221,10 @@ pub fn validate(c: &GatewayConfig) -> Vec<(String, String)> {
     for (name, u) in &c.upstreams {
         let base = format!("upstreams.{name}");
         if u.targets.is_empty() {
-            err(format!("{base}.targets"), "at least one target (host:port) is needed".into());
+            err(
+                format!("{base}.targets"),
+                "at least one target (host:port) is needed".into(),
+            );
         }
         for (i, t) in u.targets.iter().enumerate() {
             if let Err(m) = check_target(t) {
@@ -229,10 +232,16 @@ pub fn validate(c: &GatewayConfig) -> Vec<(String, String)> {
             }
         }
         if u.timeout.0.is_zero() {
-            err(format!("{base}.timeout"), "must be greater than zero".into());
+            err(
+                format!("{base}.timeout"),
+                "must be greater than zero".into(),
+            );
         }
         if u.connect_timeout.0.is_zero() {
-            err(format!("{base}.connect_timeout"), "must be greater than zero".into());
+            err(
+                format!("{base}.connect_timeout"),
+                "must be greater than zero".into(),
+            );
         }
         if let Some(h) = &u.health
             && !h.path.starts_with('/')
@@ -240,7 +249,10 @@ pub fn validate(c: &GatewayConfig) -> Vec<(String, String)> {
             err(format!("{base}.health.path"), "must start with /".into());
         }
         if u.passive.max_failures == 0 {
-            err(format!("{base}.passive.max_failures"), "must be at least 1".into());
+            err(
+                format!("{base}.passive.max_failures"),
+                "must be at least 1".into(),
+            );
         }
     }
 
@@ -250,17 +262,29 @@ pub fn validate(c: &GatewayConfig) -> Vec<(String, String)> {
         if r.name.is_empty() {
             err(format!("{base}.name"), "a route needs a name".into());
         } else if !route_names.insert(r.name.as_str()) {
-            err(format!("{base}.name"), format!("duplicate route name {:?}", r.name));
+            err(
+                format!("{base}.name"),
+                format!("duplicate route name {:?}", r.name),
+            );
         }
         if r.paths.is_empty() && r.exact_paths.is_empty() {
-            err(format!("{base}.paths"), "a route needs at least one path or exact path".into());
+            err(
+                format!("{base}.paths"),
+                "a route needs at least one path or exact path".into(),
+            );
         }
         for (field, list) in [("paths", &r.paths), ("exact_paths", &r.exact_paths)] {
             for (j, p) in list.iter().enumerate() {
                 if !p.starts_with('/') {
-                    err(format!("{base}.{field}[{j}]"), format!("path {p:?} must start with /"));
+                    err(
+                        format!("{base}.{field}[{j}]"),
+                        format!("path {p:?} must start with /"),
+                    );
                 } else if p.split('/').any(|s| s == ".." || s == ".") {
-                    err(format!("{base}.{field}[{j}]"), format!("path {p:?} has a dot segment"));
+                    err(
+                        format!("{base}.{field}[{j}]"),
+                        format!("path {p:?} has a dot segment"),
+                    );
                 }
             }
         }
@@ -274,46 +298,74 @@ pub fn validate(c: &GatewayConfig) -> Vec<(String, String)> {
         }
         for name in r.headers.keys() {
             if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                err(format!("{base}.headers.{name}"), "not a valid header name".into());
+                err(
+                    format!("{base}.headers.{name}"),
+                    "not a valid header name".into(),
+                );
             }
         }
         if r.split.is_empty() {
-            err(format!("{base}.split"), "a route needs at least one upstream in its split".into());
+            err(
+                format!("{base}.split"),
+                "a route needs at least one upstream in its split".into(),
+            );
         }
         for up in r.split.keys() {
             if !c.upstreams.contains_key(up) {
                 err(
                     format!("{base}.split.{up}"),
-                    format!("unknown upstream {up:?}; known: {}", known(c.upstreams.keys())),
+                    format!(
+                        "unknown upstream {up:?}; known: {}",
+                        known(c.upstreams.keys())
+                    ),
                 );
             }
         }
         if !r.split.is_empty() && r.split.values().all(|w| *w == 0) {
-            err(format!("{base}.split"), "all weights are zero: no traffic could be routed".into());
+            err(
+                format!("{base}.split"),
+                "all weights are zero: no traffic could be routed".into(),
+            );
         }
         if r.split.values().map(|w| u64::from(*w)).sum::<u64>() > u64::from(u32::MAX) {
-            err(format!("{base}.split"), "weights add up to more than 2^32".into());
+            err(
+                format!("{base}.split"),
+                "weights add up to more than 2^32".into(),
+            );
         }
         if let Some(hc) = &r.canary_by_header {
             if !c.upstreams.contains_key(&hc.upstream) {
                 err(
                     format!("{base}.canary_by_header.upstream"),
-                    format!("unknown upstream {:?}; known: {}", hc.upstream, known(c.upstreams.keys())),
+                    format!(
+                        "unknown upstream {:?}; known: {}",
+                        hc.upstream,
+                        known(c.upstreams.keys())
+                    ),
                 );
             }
             if http::HeaderName::from_bytes(hc.name.as_bytes()).is_err() {
-                err(format!("{base}.canary_by_header.name"), "not a valid header name".into());
+                err(
+                    format!("{base}.canary_by_header.name"),
+                    "not a valid header name".into(),
+                );
             }
         }
         if let Some(Sticky::Header(h) | Sticky::Cookie(h)) = &r.sticky
             && h.is_empty()
         {
-            err(format!("{base}.sticky"), "name the header or cookie to stick on".into());
+            err(
+                format!("{base}.sticky"),
+                "name the header or cookie to stick on".into(),
+            );
         }
         let plugins = r.plugins.over(&c.defaults);
         validate_plugins(&plugins, &format!("{base}.plugins"), c, &mut err);
         if matches!(r.sticky, Some(Sticky::ApiKey)) && plugins.key_auth.is_none() {
-            err(format!("{base}.sticky"), "sticky by api_key needs the key_auth plugin".into());
+            err(
+                format!("{base}.sticky"),
+                "sticky by api_key needs the key_auth plugin".into(),
+            );
         }
     }
     if c.routes.is_empty() {
@@ -321,14 +373,21 @@ pub fn validate(c: &GatewayConfig) -> Vec<(String, String)> {
     }
     validate_plugins(&c.defaults, "defaults", c, &mut err);
     if c.admin.token_env.is_some() && c.admin.token_file.is_some() {
-        err("admin.token_file".into(), "give token_env or token_file, not both".into());
+        err(
+            "admin.token_file".into(),
+            "give token_env or token_file, not both".into(),
+        );
     }
     out
 }
 
 fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
     let v: Vec<&str> = names.map(String::as_str).collect();
-    if v.is_empty() { "none".into() } else { v.join(", ") }
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
 }
 
 fn check_target(t: &str) -> Result<(), String> {
@@ -371,26 +430,39 @@ fn validate_plugins(
                 format!("{base}.rate_limit"),
                 "give exactly one of per_second or per_minute".into(),
             ),
-            (Some(0), _) | (_, Some(0)) => {
-                err(format!("{base}.rate_limit"), "the rate must be at least 1".into())
-            }
+            (Some(0), _) | (_, Some(0)) => err(
+                format!("{base}.rate_limit"),
+                "the rate must be at least 1".into(),
+            ),
             _ => {}
         }
         if rl.burst == Some(0) {
-            err(format!("{base}.rate_limit.burst"), "burst must be at least 1".into());
+            err(
+                format!("{base}.rate_limit.burst"),
+                "burst must be at least 1".into(),
+            );
         }
         if rl.by == RateLimitKey::Header && rl.header.is_none() {
-            err(format!("{base}.rate_limit.header"), "`by: header` needs `header: NAME`".into());
+            err(
+                format!("{base}.rate_limit.header"),
+                "`by: header` needs `header: NAME`".into(),
+            );
         }
     }
     if let Some(ka) = &p.key_auth {
         if http::HeaderName::from_bytes(ka.header.as_bytes()).is_err() {
-            err(format!("{base}.key_auth.header"), "not a valid header name".into());
+            err(
+                format!("{base}.key_auth.header"),
+                "not a valid header name".into(),
+            );
         }
         let names: BTreeSet<&str> = c.consumers.iter().map(|c| c.name.as_str()).collect();
         for (i, a) in ka.allow.iter().enumerate() {
             if !names.contains(a.as_str()) {
-                err(format!("{base}.key_auth.allow[{i}]"), format!("unknown consumer {a:?}"));
+                err(
+                    format!("{base}.key_auth.allow[{i}]"),
+                    format!("unknown consumer {a:?}"),
+                );
             }
         }
     }
@@ -421,12 +493,18 @@ fn validate_plugins(
         let Some(t) = t else { continue };
         for name in t.add.keys().chain(t.set.keys()).chain(t.remove.iter()) {
             if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                err(format!("{base}.{field}"), format!("{name:?} is not a valid header name"));
+                err(
+                    format!("{base}.{field}"),
+                    format!("{name:?} is not a valid header name"),
+                );
             }
         }
         for (name, v) in t.add.iter().chain(t.set.iter()) {
             if http::HeaderValue::from_str(v).is_err() {
-                err(format!("{base}.{field}.{name}"), "not a valid header value".into());
+                err(
+                    format!("{base}.{field}.{name}"),
+                    "not a valid header value".into(),
+                );
             }
         }
     }
@@ -479,7 +557,7 @@ routes:
         let e = errors(&text);
         assert_eq!(e.len(), 1);
         assert!(
-            e[0].starts_with("gw.yaml:8:31: routes[0].split.red: unknown upstream \"red\""),
+            e[0].starts_with("gw.yaml:8:35: routes[0].split.red: unknown upstream \"red\""),
             "{}",
             e[0]
         );
@@ -492,9 +570,21 @@ routes:
             GOOD
         );
         let e = errors(&text);
-        assert!(e.iter().any(|m| m.contains("gw.yaml:9:5: routes[1].name: duplicate route name")), "{e:?}");
-        assert!(e.iter().any(|m| m.contains("routes[1].split: all weights are zero")), "{e:?}");
-        assert!(e.iter().any(|m| m.contains("routes[1].plugins.cors.credentials")), "{e:?}");
+        assert!(
+            e.iter()
+                .any(|m| m.contains("gw.yaml:9:5: routes[1].name: duplicate route name")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("routes[1].split: all weights are zero")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("routes[1].plugins.cors.credentials")),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -504,7 +594,11 @@ routes:
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(e[0].contains("consumers[0].keys[0]"), "{}", e[0]);
         assert!(e[0].contains("must not be written inline"), "{}", e[0]);
-        assert!(!e[0].contains("sekrit-value"), "the secret leaked: {}", e[0]);
+        assert!(
+            !e[0].contains("sekrit-value"),
+            "the secret leaked: {}",
+            e[0]
+        );
         assert!(e[0].starts_with("gw.yaml:3:"), "{}", e[0]);
     }
 

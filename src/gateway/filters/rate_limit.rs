@@ -1,0 +1,249 @@
+//! `rate_limit`: GCRA limits (governor) keyed by client IP, consumer, API key or a header.
+//!
+//! Limiters live in a [`LimiterRegistry`] outside the config snapshot, so a reload or a
+//! canary step does not hand every client a fresh allowance.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+use super::Reject;
+use crate::gateway::config::{RateLimitConfig, RateLimitKey};
+
+type Limiter =
+    RateLimiter<u64, DefaultKeyedStateStore<u64>, DefaultClock, StateInformationMiddleware>;
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct LimiterId {
+    route: String,
+    per_second: Option<u32>,
+    per_minute: Option<u32>,
+    burst: Option<u32>,
+    by: RateLimitKey,
+    header: Option<String>,
+}
+
+#[derive(Default)]
+pub struct LimiterRegistry {
+    limiters: Mutex<HashMap<LimiterId, Arc<Limiter>>>,
+}
+
+impl LimiterRegistry {
+    fn get(&self, id: LimiterId, quota: Quota) -> Arc<Limiter> {
+        let mut m = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(id)
+            .or_insert_with(|| {
+                Arc::new(RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>())
+            })
+            .clone()
+    }
+
+    /// Forgets limiters no live route uses, and idle keys in the rest, so memory stays
+    /// bounded however many clients pass by.
+    pub fn sweep(&self, live_routes: &dyn Fn(&str) -> bool) {
+        let mut m = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|id, _| live_routes(&id.route));
+        for l in m.values() {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+    }
+}
+
+/// What the limit key is made of for one request.
+pub struct KeySource<'a> {
+    pub ip: IpAddr,
+    pub consumer: Option<&'a str>,
+    pub api_key_hash: Option<u64>,
+    pub headers: &'a HeaderMap,
+}
+
+pub struct RateLimitFilter {
+    limiter: Arc<Limiter>,
+    by: RateLimitKey,
+    header: Option<HeaderName>,
+    limit: u32,
+    window: Duration,
+    rejected: Arc<AtomicU64>,
+}
+
+/// Headers that tell a client where it stands (IETF RateLimit fields).
+#[derive(Debug)]
+pub struct Allowance {
+    limit: u32,
+    remaining: u32,
+    reset_secs: u64,
+}
+
+impl Allowance {
+    pub fn write(&self, h: &mut HeaderMap) {
+        h.insert("ratelimit-limit", HeaderValue::from(self.limit));
+        h.insert("ratelimit-remaining", HeaderValue::from(self.remaining));
+        h.insert("ratelimit-reset", HeaderValue::from(self.reset_secs));
+    }
+}
+
+impl RateLimitFilter {
+    pub fn new(
+        route: &str,
+        cfg: &RateLimitConfig,
+        registry: &LimiterRegistry,
+        rejected: Arc<AtomicU64>,
+    ) -> Result<Self, String> {
+        let nz = |n: u32| NonZeroU32::new(n).ok_or("the rate must be at least 1");
+        let (rate, window, quota) = match (cfg.per_second, cfg.per_minute) {
+            (Some(n), None) => (n, Duration::from_secs(1), Quota::per_second(nz(n)?)),
+            (None, Some(n)) => (n, Duration::from_secs(60), Quota::per_minute(nz(n)?)),
+            _ => return Err("give exactly one of per_second or per_minute".into()),
+        };
+        let burst = cfg.burst.unwrap_or(rate);
+        let quota = quota.allow_burst(nz(burst)?);
+        let id = LimiterId {
+            route: route.to_string(),
+            per_second: cfg.per_second,
+            per_minute: cfg.per_minute,
+            burst: cfg.burst,
+            by: cfg.by,
+            header: cfg.header.clone(),
+        };
+        let header = match &cfg.header {
+            Some(h) => Some(
+                HeaderName::from_bytes(h.as_bytes())
+                    .map_err(|_| format!("{h:?} is not a valid header name"))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            limiter: registry.get(id, quota),
+            by: cfg.by,
+            header,
+            limit: burst,
+            window,
+            rejected,
+        })
+    }
+
+    fn key(&self, src: &KeySource<'_>) -> u64 {
+        let mut h = std::hash::DefaultHasher::new();
+        match self.by {
+            RateLimitKey::Ip => src.ip.hash(&mut h),
+            // Unauthenticated callers share one bucket per IP rather than escaping the limit.
+            RateLimitKey::Consumer => match src.consumer {
+                Some(c) => c.hash(&mut h),
+                None => src.ip.hash(&mut h),
+            },
+            RateLimitKey::ApiKey => match src.api_key_hash {
+                Some(k) => k.hash(&mut h),
+                None => src.ip.hash(&mut h),
+            },
+            RateLimitKey::Header => match self.header.as_ref().and_then(|n| src.headers.get(n)) {
+                Some(v) => v.as_bytes().hash(&mut h),
+                None => src.ip.hash(&mut h),
+            },
+        }
+        h.finish()
+    }
+
+    pub fn check(&self, src: &KeySource<'_>) -> Result<Allowance, Reject> {
+        match self.limiter.check_key(&self.key(src)) {
+            Ok(state) => Ok(Allowance {
+                limit: self.limit,
+                remaining: state.remaining_burst_capacity(),
+                reset_secs: self.window.as_secs(),
+            }),
+            Err(not_until) => {
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                let mut r = Reject::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "rate limit exceeded; retry after the time in Retry-After",
+                );
+                r.headers
+                    .insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+                Allowance {
+                    limit: self.limit,
+                    remaining: 0,
+                    reset_secs: secs.max(1),
+                }
+                .write(&mut r.headers);
+                Err(r)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(per_second: u32, burst: u32, by: RateLimitKey) -> RateLimitConfig {
+        RateLimitConfig {
+            per_second: Some(per_second),
+            per_minute: None,
+            burst: Some(burst),
+            by,
+            header: Some("x-tenant".into()),
+        }
+    }
+
+    #[test]
+    fn burst_then_429_with_headers_per_key() {
+        let reg = LimiterRegistry::default();
+        let rejected = Arc::new(AtomicU64::new(0));
+        let f = RateLimitFilter::new("r", &cfg(1, 3, RateLimitKey::Ip), &reg, rejected.clone())
+            .unwrap();
+        let h = HeaderMap::new();
+        let a = KeySource {
+            ip: "10.0.0.1".parse().unwrap(),
+            consumer: None,
+            api_key_hash: None,
+            headers: &h,
+        };
+        for _ in 0..3 {
+            assert!(f.check(&a).is_ok());
+        }
+        let r = f.check(&a).unwrap_err();
+        assert_eq!(r.status, 429);
+        assert_eq!(r.headers["retry-after"], "1");
+        assert_eq!(r.headers["ratelimit-remaining"], "0");
+        assert_eq!(rejected.load(Ordering::Relaxed), 1);
+        let b = KeySource {
+            ip: "10.0.0.2".parse().unwrap(),
+            ..a
+        };
+        assert!(f.check(&b).is_ok(), "another client has its own bucket");
+    }
+
+    #[test]
+    fn survives_recompile_and_keys_by_header() {
+        let reg = LimiterRegistry::default();
+        let c = cfg(1, 1, RateLimitKey::Header);
+        let f1 = RateLimitFilter::new("r", &c, &reg, Arc::default()).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-tenant", "t1".parse().unwrap());
+        let src = KeySource {
+            ip: "10.0.0.1".parse().unwrap(),
+            consumer: None,
+            api_key_hash: None,
+            headers: &h,
+        };
+        assert!(f1.check(&src).is_ok());
+        let f2 = RateLimitFilter::new("r", &c, &reg, Arc::default()).unwrap();
+        assert!(
+            f2.check(&src).is_err(),
+            "a reload must not reset the allowance"
+        );
+    }
+}

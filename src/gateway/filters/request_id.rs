@@ -1,0 +1,53 @@
+//! `X-Request-ID`: kept when the client sent a sane one, generated otherwise, forwarded
+//! upstream and returned to the client.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+pub static HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request's id, inserting a fresh one into `headers` when needed.
+pub fn ensure(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&HEADER)
+        && acceptable(v)
+    {
+        return v.clone();
+    }
+    let id = generate();
+    headers.insert(HEADER.clone(), id.clone());
+    id
+}
+
+/// Client ids are echoed into logs and responses, so only short visible ASCII is kept.
+fn acceptable(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
+}
+
+pub fn generate() -> HeaderValue {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let s = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(s).expect("a UUID is a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_a_good_id_and_replaces_a_bad_one() {
+        let mut h = HeaderMap::new();
+        h.insert(&HEADER, HeaderValue::from_static("abc-123"));
+        assert_eq!(ensure(&mut h), "abc-123");
+
+        let mut h = HeaderMap::new();
+        h.insert(&HEADER, HeaderValue::from_static("has space"));
+        let id = ensure(&mut h);
+        assert_eq!(id.len(), 36);
+        assert_eq!(h[&HEADER], id);
+
+        let mut h = HeaderMap::new();
+        let a = ensure(&mut h);
+        let b = ensure(&mut HeaderMap::new());
+        assert_ne!(a, b);
+    }
+}

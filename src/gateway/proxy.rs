@@ -1,0 +1,552 @@
+//! The request path, as named phases (after pingora):
+//! `request_filter` (request id, path safety, routing, CORS preflight, auth, rate limit,
+//! body limit, header rules) → `upstream_peer` (header canary, sticky or weighted split,
+//! target) → `upstream_request` (forward with timeout and retries) → `response_filter`
+//! (header rules, CORS, rate-limit and request-id headers) → `logging` (metrics, access log).
+
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{Either, Empty, Full, Limited};
+use hyper::body::{Body, Incoming};
+
+use super::error::json_error;
+use super::filters::cors::is_preflight;
+use super::filters::rate_limit::{Allowance, KeySource};
+use super::filters::{Reject, request_id};
+use super::router::{Found, path_is_safe, request_host};
+use super::snapshot::{Backend, Route, Snapshot, StickyKey};
+use super::state::GatewayState;
+use super::upstream::{ReqBody, TargetState, Upstream};
+
+pub type RespBody = Either<Incoming, Full<Bytes>>;
+
+/// What the request path learned, for the response phase and the access log.
+struct Ctx {
+    request_id: HeaderValue,
+    started: Instant,
+    method: Method,
+    origin: Option<HeaderValue>,
+    allowance: Option<Allowance>,
+}
+
+pub async fn handle(
+    state: Arc<GatewayState>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, std::convert::Infallible> {
+    let snap = state.snapshot();
+    let (mut parts, body) = req.into_parts();
+    let mut ctx = Ctx {
+        request_id: request_id::ensure(&mut parts.headers),
+        started: Instant::now(),
+        method: parts.method.clone(),
+        origin: parts.headers.get(header::ORIGIN).cloned(),
+        allowance: None,
+    };
+    let path = parts.uri.path();
+
+    if !path_is_safe(path) {
+        let resp = error(
+            &ctx,
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+            "the path has dot segments, encoded slashes or control characters",
+            None,
+        );
+        return Ok(finish(&snap, &ctx, None, None, resp, &parts.uri));
+    }
+    let host = request_host(&parts.uri, &parts.headers);
+    let preflight = is_preflight(&parts.method, &parts.headers);
+    let (route, prefix_len) = match snap.router.find(
+        &parts.method,
+        host.as_deref(),
+        path,
+        &parts.headers,
+        preflight,
+    ) {
+        Found::Route(r, len) => (r, len),
+        Found::MethodNotAllowed(allowed) => {
+            let allow = allowed
+                .iter()
+                .map(Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut resp = error(
+                &ctx,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("this path takes {allow}"),
+                None,
+            );
+            if let Ok(v) = HeaderValue::from_str(&allow) {
+                resp.headers_mut().insert(header::ALLOW, v);
+            }
+            return Ok(finish(&snap, &ctx, None, None, resp, &parts.uri));
+        }
+        Found::NotFound => {
+            let resp = error(
+                &ctx,
+                StatusCode::NOT_FOUND,
+                "route_not_found",
+                "no route matches this request",
+                None,
+            );
+            return Ok(finish(&snap, &ctx, None, None, resp, &parts.uri));
+        }
+    };
+
+    let resp = match request_filter(route, &mut ctx, &mut parts, peer, preflight) {
+        Ok(Phase::Continue { sticky_key }) => {
+            let backend = upstream_peer(route, &parts.headers, sticky_key);
+            let uri = parts.uri.clone();
+            let resp = upstream_request(route, backend, &ctx, parts, body, prefix_len, peer).await;
+            return Ok(finish(
+                &snap,
+                &ctx,
+                Some(route),
+                Some(backend),
+                response_filter(route, &ctx, resp),
+                &uri,
+            ));
+        }
+        Ok(Phase::Answer(headers)) => {
+            let mut resp = Response::new(Either::Right(Full::default()));
+            *resp.status_mut() = StatusCode::NO_CONTENT;
+            *resp.headers_mut() = headers;
+            resp
+        }
+        Err(reject) => error(
+            &ctx,
+            reject.status,
+            reject.code,
+            reject.message,
+            Some(reject.headers),
+        ),
+    };
+    let resp = response_filter(route, &ctx, resp);
+    Ok(finish(&snap, &ctx, Some(route), None, resp, &parts.uri))
+}
+
+enum Phase {
+    Continue {
+        sticky_key: Option<u64>,
+    },
+    /// Answered at the gateway (a CORS preflight).
+    Answer(HeaderMap),
+}
+
+fn request_filter(
+    route: &Route,
+    ctx: &mut Ctx,
+    parts: &mut http::request::Parts,
+    peer: SocketAddr,
+    preflight: bool,
+) -> Result<Phase, Reject> {
+    let f = &route.filters;
+    if preflight && let Some(cors) = &f.cors {
+        return cors.preflight(&parts.headers).map(Phase::Answer);
+    }
+    // Never let a client claim an identity the gateway did not establish.
+    parts.headers.remove(&CONSUMER_HEADER);
+    let mut consumer = None;
+    let mut api_key_hash = None;
+    if let Some(ka) = &f.key_auth {
+        let who = ka.check(&mut parts.headers)?;
+        if let Ok(v) = HeaderValue::from_str(&who.consumer) {
+            parts.headers.insert(CONSUMER_HEADER.clone(), v);
+        }
+        api_key_hash = Some(who.key_hash);
+        consumer = Some(who.consumer);
+    }
+    if let Some(rl) = &f.rate_limit {
+        ctx.allowance = Some(rl.check(&KeySource {
+            ip: peer.ip(),
+            consumer: consumer.as_deref(),
+            api_key_hash,
+            headers: &parts.headers,
+        })?);
+    }
+    if let Some(max) = f.max_body
+        && let Some(len) = content_length(&parts.headers)
+        && len > max
+    {
+        return Err(too_large(max));
+    }
+    if let Some(rules) = &f.request_headers {
+        rules.apply(&mut parts.headers);
+    }
+    let sticky_key = match &route.sticky {
+        None => None,
+        Some(StickyKey::ApiKey) => api_key_hash,
+        Some(StickyKey::Header(h)) => parts.headers.get(h).map(|v| hash(v.as_bytes())),
+        Some(StickyKey::Cookie(name)) => cookie(&parts.headers, name).map(|v| hash(v.as_bytes())),
+    };
+    Ok(Phase::Continue { sticky_key })
+}
+
+static CONSUMER_HEADER: HeaderName = HeaderName::from_static("x-consumer");
+
+fn too_large(max: u64) -> Reject {
+    Reject::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("the request body is larger than {max} bytes"),
+    )
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn hash(b: &[u8]) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    b.hash(&mut h);
+    h.finish()
+}
+
+fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            (k == name).then_some(v)
+        })
+}
+
+fn upstream_peer<'r>(
+    route: &'r Route,
+    headers: &HeaderMap,
+    sticky_key: Option<u64>,
+) -> &'r Backend {
+    if let Some(c) = &route.canary
+        && headers.get_all(&c.name).iter().any(|v| v == c.value)
+    {
+        return &route.backends[c.backend];
+    }
+    &route.backends[route.split.pick(sticky_key)]
+}
+
+/// Headers that describe one hop only (RFC 9110 §7.6.1), never forwarded.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+];
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Headers the Connection header names are hop-by-hop too.
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named.iter().chain(HOP_BY_HOP.iter()) {
+        h.remove(n);
+    }
+    h.remove(header::TRANSFER_ENCODING);
+}
+
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+enum Failure {
+    Connect(hyper_util::client::legacy::Error),
+    Timeout,
+    TooLarge,
+    Other(hyper_util::client::legacy::Error),
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn upstream_request(
+    route: &Route,
+    backend: &Backend,
+    ctx: &Ctx,
+    mut parts: http::request::Parts,
+    body: Incoming,
+    prefix_len: usize,
+    peer: SocketAddr,
+) -> Response<RespBody> {
+    let up: &Upstream = &backend.upstream;
+    let path_and_query = upstream_path(&parts.uri, route.strip_prefix, prefix_len);
+    strip_hop_by_hop(&mut parts.headers);
+    append_forwarded(&mut parts.headers, peer);
+    if route.preserve_host {
+        if !parts.headers.contains_key(header::HOST)
+            && let Some(a) = parts.uri.authority()
+            && let Ok(v) = HeaderValue::from_str(a.as_str())
+        {
+            parts.headers.insert(header::HOST, v);
+        }
+    } else {
+        // hyper sets Host from the target's address.
+        parts.headers.remove(header::HOST);
+    }
+
+    let retryable = idempotent(&parts.method) && body.is_end_stream();
+    let attempts = if retryable { up.retries + 1 } else { 1 };
+    let limit = route
+        .filters
+        .max_body
+        .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
+    let mut body = Some(body);
+    let mut last: Option<&Arc<TargetState>> = None;
+    let mut failure = Failure::Timeout;
+    for attempt in 0..attempts {
+        let target = up.pick(last.map(|t| t.as_ref()));
+        last = Some(target);
+        let req_body: ReqBody = match body.take() {
+            Some(b) if !retryable => Either::Left(Limited::new(b, limit)),
+            _ => Either::Right(Empty::new()),
+        };
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(target.authority.clone())
+            .path_and_query(path_and_query.clone())
+            .build();
+        let Ok(uri) = uri else {
+            return error(
+                ctx,
+                StatusCode::BAD_REQUEST,
+                "invalid_uri",
+                "the request URI cannot be forwarded",
+                None,
+            );
+        };
+        let mut req = Request::new(req_body);
+        *req.method_mut() = parts.method.clone();
+        *req.uri_mut() = uri;
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = if attempt + 1 < attempts {
+            parts.headers.clone()
+        } else {
+            std::mem::take(&mut parts.headers)
+        };
+
+        match tokio::time::timeout(up.timeout, up.client.request(req)).await {
+            Ok(Ok(mut resp)) => {
+                if matches!(resp.status().as_u16(), 502..=504) {
+                    target.record_failure(&up.passive);
+                } else {
+                    target.record_success();
+                }
+                strip_hop_by_hop(resp.headers_mut());
+                return resp.map(Either::Left);
+            }
+            Ok(Err(e)) if e.is_connect() => {
+                target.record_failure(&up.passive);
+                failure = Failure::Connect(e);
+            }
+            Ok(Err(e)) => {
+                if source_is::<http_body_util::LengthLimitError>(&e) {
+                    failure = Failure::TooLarge;
+                    break;
+                }
+                target.record_failure(&up.passive);
+                failure = Failure::Other(e);
+                // The request may have reached the upstream; only a body-less idempotent
+                // request is safe to send again.
+            }
+            Err(_) => {
+                target.record_failure(&up.passive);
+                failure = Failure::Timeout;
+                break;
+            }
+        }
+    }
+    let target = last.map(|t| t.addr.as_str()).unwrap_or_default();
+    match failure {
+        Failure::Timeout => error(
+            ctx,
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            format!(
+                "upstream {} ({target}) did not answer within {:?}",
+                up.name, up.timeout
+            ),
+            None,
+        ),
+        Failure::TooLarge => error(
+            ctx,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!(
+                "the request body is larger than {} bytes",
+                route.filters.max_body.unwrap_or_default()
+            ),
+            None,
+        ),
+        Failure::Connect(e) if source_is_timeout(&e) => error(
+            ctx,
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_connect_timeout",
+            format!(
+                "could not connect to upstream {} ({target}) in time",
+                up.name
+            ),
+            None,
+        ),
+        Failure::Connect(e) | Failure::Other(e) => {
+            tracing::debug!(upstream = %up.name, target, error = ?e, "upstream request failed");
+            error(
+                ctx,
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                format!("upstream {} ({target}) failed: {}", up.name, root_cause(&e)),
+                None,
+            )
+        }
+    }
+}
+
+fn source_is<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<T>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+fn source_is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+fn upstream_path(uri: &Uri, strip: bool, prefix_len: usize) -> http::uri::PathAndQuery {
+    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+    if !strip || prefix_len == 0 {
+        return uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    }
+    let rest = &pq[prefix_len.min(pq.len())..];
+    let rest = rest.trim_start_matches('/');
+    format!("/{rest}")
+        .parse()
+        .unwrap_or_else(|_| http::uri::PathAndQuery::from_static("/"))
+}
+
+fn append_forwarded(h: &mut HeaderMap, peer: SocketAddr) {
+    let ip = peer.ip().to_string();
+    let value = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        h.insert("x-forwarded-for", v);
+    }
+    h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+}
+
+fn response_filter(route: &Route, ctx: &Ctx, mut resp: Response<RespBody>) -> Response<RespBody> {
+    let f = &route.filters;
+    let h = resp.headers_mut();
+    if let Some(rules) = &f.response_headers {
+        rules.apply(h);
+    }
+    if let Some(cors) = &f.cors {
+        cors.apply(ctx.origin.as_ref(), h);
+    }
+    if let Some(a) = &ctx.allowance {
+        a.write(h);
+    }
+    resp
+}
+
+/// The `logging` phase: request id on the response, metrics, and the access-log line.
+fn finish(
+    snap: &Snapshot,
+    ctx: &Ctx,
+    route: Option<&Route>,
+    backend: Option<&Backend>,
+    mut resp: Response<RespBody>,
+    uri: &Uri,
+) -> Response<RespBody> {
+    resp.headers_mut()
+        .insert(request_id::HEADER.clone(), ctx.request_id.clone());
+    let status = resp.status().as_u16();
+    let elapsed = ctx.started.elapsed();
+    let metrics = match (backend, route) {
+        (Some(b), _) => &b.metrics,
+        // Answered by the route itself (auth, limit, preflight): upstream "".
+        (None, Some(r)) => &r.gateway_answered,
+        (None, None) => &snap.unrouted,
+    };
+    metrics.record(&ctx.method, status, elapsed.as_secs_f64());
+    if snap.access_log {
+        // The path only: query strings can carry credentials.
+        tracing::info!(
+            target: "signalbox::access",
+            request_id = ctx.request_id.to_str().unwrap_or_default(),
+            method = %ctx.method,
+            path = uri.path(),
+            route = route.map_or("", |r| &r.name),
+            upstream = backend.map_or("", |b| &b.upstream.name),
+            status,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+        );
+    }
+    resp
+}
+
+fn error(
+    ctx: &Ctx,
+    status: StatusCode,
+    code: &str,
+    message: impl Into<std::borrow::Cow<'static, str>>,
+    headers: Option<HeaderMap>,
+) -> Response<RespBody> {
+    let mut resp = json_error(
+        status,
+        code,
+        &message.into(),
+        ctx.request_id.to_str().unwrap_or_default(),
+    );
+    if let Some(h) = headers {
+        resp.headers_mut().extend(h);
+    }
+    resp.map(Either::Right)
+}

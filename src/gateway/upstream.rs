@@ -1,0 +1,384 @@
+//! Upstream pools: targets, their health (active checks and passive ejection), target
+//! choice, and the pooled HTTP client that reaches them.
+//!
+//! Target state lives in a [`TargetRegistry`] outside the config snapshot, so a reload or
+//! a canary step does not forget that a target is down.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{Either, Empty, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::config::{HealthCheck, PassiveHealth, UpstreamConfig};
+use super::metrics::GatewayMetrics;
+
+/// What the gateway sends upstream: the client's streamed body (with the size limit
+/// applied while streaming), or nothing on a retry of a body-less request.
+pub type ReqBody = Either<Limited<Incoming>, Empty<Bytes>>;
+pub type HttpClient = Client<HttpConnector, ReqBody>;
+
+fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// One `host:port` of an upstream, with its live health.
+pub struct TargetState {
+    pub addr: String,
+    pub authority: http::uri::Authority,
+    /// Set by active health checks.
+    healthy: AtomicBool,
+    consecutive_failures: AtomicU32,
+    /// Passive ejection: unavailable until this time (ms since process start); 0 = not ejected.
+    ejected_until: AtomicU64,
+    gauge: Arc<AtomicU64>,
+}
+
+impl TargetState {
+    fn new(addr: &str, gauge: Arc<AtomicU64>) -> Option<Self> {
+        let authority = addr.parse().ok()?;
+        gauge.store(1, Ordering::Relaxed);
+        Some(Self {
+            addr: addr.to_string(),
+            authority,
+            healthy: AtomicBool::new(true),
+            consecutive_failures: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            gauge,
+        })
+    }
+
+    /// Healthy by active checks and not ejected by passive ones.
+    pub fn available(&self) -> bool {
+        if !self.healthy.load(Ordering::Relaxed) {
+            return false;
+        }
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        if until == 0 {
+            return true;
+        }
+        if now_ms() >= until {
+            // Re-admit; the CAS makes one request the one that flips it back.
+            if self
+                .ejected_until
+                .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                self.publish();
+                tracing::info!(target = %self.addr, "target re-admitted after ejection");
+            }
+            return true;
+        }
+        false
+    }
+
+    pub fn is_ejected(&self) -> bool {
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        until != 0 && now_ms() < until
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn record_success(&self) {
+        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    pub fn record_failure(&self, passive: &PassiveHealth) {
+        let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= passive.max_failures && !self.is_ejected() {
+            let until = now_ms() + passive.eject_for.0.as_millis() as u64;
+            self.ejected_until.store(until.max(1), Ordering::Relaxed);
+            // Half-open on return: one more failure ejects it again at once.
+            self.consecutive_failures
+                .store(passive.max_failures.saturating_sub(1), Ordering::Relaxed);
+            self.publish();
+            tracing::warn!(target = %self.addr, failures = n, eject_for = ?passive.eject_for.0, "target ejected after consecutive failures");
+        }
+    }
+
+    fn set_healthy(&self, healthy: bool) {
+        if self.healthy.swap(healthy, Ordering::Relaxed) != healthy {
+            if healthy {
+                tracing::info!(target = %self.addr, "target passed its health check");
+            } else {
+                tracing::warn!(target = %self.addr, "target failed its health check");
+            }
+        }
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let up = self.healthy.load(Ordering::Relaxed) && !self.is_ejected();
+        self.gauge.store(u64::from(up), Ordering::Relaxed);
+    }
+}
+
+/// A compiled upstream, part of a config snapshot.
+pub struct Upstream {
+    pub name: Arc<str>,
+    pub targets: Vec<Arc<TargetState>>,
+    next: AtomicUsize,
+    pub client: HttpClient,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub passive: PassiveHealth,
+}
+
+impl Upstream {
+    /// Round robin over available targets, skipping `avoid` (the one a retry just failed
+    /// on) when there is another. With none available it still picks one: health data can
+    /// be stale, and trying beats refusing outright.
+    pub fn pick(&self, avoid: Option<&TargetState>) -> &Arc<TargetState> {
+        let n = self.targets.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut fallback = None;
+        for i in 0..n {
+            let t = &self.targets[(start + i) % n];
+            let avoided = avoid.is_some_and(|a| std::ptr::eq(a, t.as_ref()));
+            if t.available() {
+                if !avoided {
+                    return t;
+                }
+                fallback.get_or_insert(t);
+            }
+        }
+        fallback.unwrap_or(&self.targets[start % n])
+    }
+
+    pub fn any_available(&self) -> bool {
+        self.targets.iter().any(|t| t.available())
+    }
+}
+
+/// State that outlives config snapshots: targets (with health), HTTP clients (with their
+/// connection pools) and the active health-check tasks.
+pub struct TargetRegistry {
+    metrics: Arc<GatewayMetrics>,
+    inner: Mutex<RegistryInner>,
+}
+
+#[derive(Default)]
+struct RegistryInner {
+    targets: HashMap<(String, String), Arc<TargetState>>,
+    clients: HashMap<u64, HttpClient>,
+    checks: HashMap<(String, String), (HealthCheck, tokio::task::AbortHandle)>,
+}
+
+impl TargetRegistry {
+    pub fn new(metrics: Arc<GatewayMetrics>) -> Arc<Self> {
+        Arc::new(Self {
+            metrics,
+            inner: Mutex::default(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RegistryInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Builds the runtime form of an upstream, reusing live target state and clients.
+    pub fn build(&self, name: &str, cfg: &UpstreamConfig) -> Result<Upstream, String> {
+        let mut inner = self.lock();
+        let mut targets = Vec::with_capacity(cfg.targets.len());
+        for addr in &cfg.targets {
+            let key = (name.to_string(), addr.clone());
+            let t = match inner.targets.get(&key) {
+                Some(t) => t.clone(),
+                None => {
+                    let gauge = self.metrics.healthy_gauge(name, addr);
+                    let t = Arc::new(
+                        TargetState::new(addr, gauge)
+                            .ok_or_else(|| format!("target {addr:?} is not host:port"))?,
+                    );
+                    inner.targets.insert(key, t.clone());
+                    t
+                }
+            };
+            targets.push(t);
+        }
+        let ct = cfg.connect_timeout.0;
+        let client = inner
+            .clients
+            .entry(ct.as_millis() as u64)
+            .or_insert_with(|| new_client(ct))
+            .clone();
+        Ok(Upstream {
+            name: name.into(),
+            targets,
+            next: AtomicUsize::new(0),
+            client,
+            timeout: cfg.timeout.0,
+            retries: cfg.retries,
+            passive: cfg.passive.clone(),
+        })
+    }
+
+    /// After a new snapshot is live: start health checks for new targets, stop those of
+    /// removed ones, and forget removed targets.
+    pub fn sync_health_checks(
+        &self,
+        upstreams: &std::collections::BTreeMap<String, UpstreamConfig>,
+    ) {
+        let mut inner = self.lock();
+        let mut wanted: HashMap<(String, String), HealthCheck> = HashMap::new();
+        for (name, cfg) in upstreams {
+            for addr in &cfg.targets {
+                if let Some(h) = &cfg.health {
+                    wanted.insert((name.clone(), addr.clone()), h.clone());
+                }
+            }
+        }
+        inner.checks.retain(|key, (check, handle)| {
+            let keep = wanted.get(key) == Some(check);
+            if !keep {
+                handle.abort();
+            }
+            keep
+        });
+        for (key, check) in wanted {
+            if inner.checks.contains_key(&key) {
+                continue;
+            }
+            let Some(target) = inner.targets.get(&key).cloned() else {
+                continue;
+            };
+            let handle = tokio::spawn(health_loop(target, check.clone())).abort_handle();
+            inner.checks.insert(key, (check, handle));
+        }
+        // A target that lost its health check is trusted again.
+        for (key, t) in &inner.targets {
+            if !inner.checks.contains_key(key) && !t.is_healthy() {
+                t.set_healthy(true);
+            }
+        }
+        inner.targets.retain(|(u, a), _| {
+            upstreams
+                .get(u)
+                .is_some_and(|c| c.targets.iter().any(|t| t == a))
+        });
+        let live: std::collections::HashSet<(String, String)> =
+            inner.targets.keys().cloned().collect();
+        self.metrics
+            .retain_targets(&|u, t| live.contains(&(u.to_string(), t.to_string())));
+    }
+
+    pub fn stop_health_checks(&self) {
+        for (_, (_, h)) in self.lock().checks.drain() {
+            h.abort();
+        }
+    }
+}
+
+fn new_client(connect_timeout: Duration) -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_nodelay(true);
+    connector.set_keepalive(Some(Duration::from_secs(60)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .build(connector)
+}
+
+async fn health_loop(target: Arc<TargetState>, check: HealthCheck) {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(check.timeout.0));
+    let client: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(connector);
+    let uri: http::Uri = match format!("http://{}{}", target.addr, check.path).parse() {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::error!(target = %target.addr, error = %e, "bad health check URI");
+            return;
+        }
+    };
+    let (mut oks, mut fails) = (0u32, 0u32);
+    let mut tick = tokio::time::interval(check.interval.0);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let ok = matches!(
+            tokio::time::timeout(check.timeout.0, client.get(uri.clone())).await,
+            Ok(Ok(resp)) if resp.status().is_success()
+        );
+        if ok {
+            oks += 1;
+            fails = 0;
+            if oks >= check.healthy_threshold {
+                target.set_healthy(true);
+            }
+        } else {
+            fails += 1;
+            oks = 0;
+            if fails >= check.unhealthy_threshold {
+                target.set_healthy(false);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::config::units::Dur;
+
+    fn target() -> TargetState {
+        TargetState::new("127.0.0.1:1", Arc::default()).unwrap()
+    }
+
+    #[test]
+    fn ejects_after_consecutive_failures_and_readmits() {
+        let t = target();
+        let passive = PassiveHealth {
+            max_failures: 3,
+            eject_for: Dur::millis(30),
+        };
+        t.record_failure(&passive);
+        t.record_success();
+        t.record_failure(&passive);
+        t.record_failure(&passive);
+        assert!(t.available(), "a success in between resets the count");
+        t.record_failure(&passive);
+        assert!(!t.available());
+        assert_eq!(t.gauge.load(Ordering::Relaxed), 0);
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(t.available());
+        assert_eq!(t.gauge.load(Ordering::Relaxed), 1);
+        // Half-open: one more failure ejects again.
+        t.record_failure(&passive);
+        assert!(!t.available());
+    }
+
+    #[tokio::test]
+    async fn pick_skips_unavailable_and_avoided_targets() {
+        let reg = TargetRegistry::new(GatewayMetrics::new());
+        let cfg: UpstreamConfig = serde_json::from_value(serde_json::json!({
+            "targets": ["127.0.0.1:1", "127.0.0.1:2"],
+        }))
+        .unwrap();
+        let up = reg.build("u", &cfg).unwrap();
+        up.targets[0].set_healthy(false);
+        for _ in 0..4 {
+            assert_eq!(up.pick(None).addr, "127.0.0.1:2");
+        }
+        up.targets[0].set_healthy(true);
+        let first = up.pick(None).clone();
+        let other = up.pick(Some(&first));
+        assert_ne!(first.addr, other.addr);
+        // State survives a rebuild (a reload).
+        up.targets[1].set_healthy(false);
+        let again = reg.build("u", &cfg).unwrap();
+        assert!(!again.targets[1].is_healthy());
+    }
+}
