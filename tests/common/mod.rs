@@ -71,10 +71,17 @@ pub async fn upstream_on(name: &str, addr: SocketAddr) -> Upstream {
     let hits = Arc::new(AtomicUsize::new(0));
     let body_bytes = Arc::new(AtomicU64::new(0));
     let mode = Arc::new(std::sync::Mutex::new(Mode::Ok));
-    let (h, b, m, n) = (hits.clone(), body_bytes.clone(), mode.clone(), name.to_string());
+    let (h, b, m, n) = (
+        hits.clone(),
+        body_bytes.clone(),
+        mode.clone(),
+        name.to_string(),
+    );
     let task = tokio::spawn(async move {
         loop {
-            let Ok((mut stream, _)) = listener.accept().await else { continue };
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
             let (h, b, m, n) = (h.clone(), b.clone(), m.clone(), n.clone());
             tokio::spawn(async move {
                 let mode = *m.lock().unwrap();
@@ -93,7 +100,9 @@ pub async fn upstream_on(name: &str, addr: SocketAddr) -> Upstream {
                         let mut buf = [0u8; 1024];
                         let _ = stream.read(&mut buf).await;
                         h.fetch_add(1, Ordering::SeqCst);
-                        let _ = stream.write_all(b"\x00\x01garbage that is not http\r\n\r\n").await;
+                        let _ = stream
+                            .write_all(b"\x00\x01garbage that is not http\r\n\r\n")
+                            .await;
                         return;
                     }
                     _ => {}
@@ -108,7 +117,14 @@ pub async fn upstream_on(name: &str, addr: SocketAddr) -> Upstream {
             });
         }
     });
-    Upstream { name: name.to_string(), addr, hits, body_bytes, mode, task }
+    Upstream {
+        name: name.to_string(),
+        addr,
+        hits,
+        body_bytes,
+        mode,
+        task,
+    }
 }
 
 async fn answer(
@@ -120,14 +136,28 @@ async fn answer(
 ) -> Response<Full<Bytes>> {
     hits.fetch_add(1, Ordering::SeqCst);
     let m = *mode.lock().unwrap();
-    let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
     let method = req.method().to_string();
     let headers: serde_json::Map<String, serde_json::Value> = req
         .headers()
         .iter()
-        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_str().unwrap_or("").to_string())))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                serde_json::Value::String(v.to_str().unwrap_or("").to_string()),
+            )
+        })
         .collect();
-    let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     body_bytes.fetch_add(body.len() as u64, Ordering::SeqCst);
     let status = match m {
         Mode::Status(s) => s,
@@ -196,7 +226,11 @@ pub async fn gateway(yaml: &str) -> Gateway {
     })
     .await
     .unwrap_or_else(|e| panic!("gateway did not start: {e}"));
-    Gateway { gw: Some(gw), dir, config_path }
+    Gateway {
+        gw: Some(gw),
+        dir,
+        config_path,
+    }
 }
 
 pub fn client() -> reqwest::Client {
@@ -213,5 +247,9 @@ pub async fn json(resp: reqwest::Response) -> serde_json::Value {
 
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -1,0 +1,815 @@
+//! The gateway against real upstream servers and real HTTP clients on loopback.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Mode, client, gateway, json, upstream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn two_upstreams(blue: &str, green: &str, split: &str, extra_route: &str) -> String {
+    format!(
+        "
+upstreams:
+  blue: {{ targets: [{blue}], timeout: 2s }}
+  green: {{ targets: [{green}], timeout: 2s }}
+routes:
+  - name: users
+    paths: [/api/users]
+    methods: [GET, POST]
+    split: {split}
+{extra_route}"
+    )
+}
+
+#[tokio::test]
+async fn unknown_path_is_404_and_wrong_method_405_both_json() {
+    let b = upstream("blue").await;
+    let g = upstream("green").await;
+    let gw = gateway(&two_upstreams(
+        &b.target(),
+        &g.target(),
+        "{ blue: 100 }",
+        "",
+    ))
+    .await;
+    let c = client();
+
+    let r = c.get(gw.url("/nope")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let rid = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    let v = json(r).await;
+    assert_eq!(v["error"]["code"], "route_not_found");
+    assert_eq!(v["error"]["request_id"], rid.as_str());
+
+    let r = c.delete(gw.url("/api/users/1")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "GET, POST");
+    assert_eq!(json(r).await["error"]["code"], "method_not_allowed");
+
+    // A client's request id is kept and reaches the upstream.
+    let r = c
+        .get(gw.url("/api/users/1?x=1"))
+        .header("x-request-id", "trace-abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-request-id"], "trace-abc");
+    let v = json(r).await;
+    assert_eq!(v["upstream"], "blue");
+    assert_eq!(v["path"], "/api/users/1?x=1");
+    assert_eq!(v["headers"]["x-request-id"], "trace-abc");
+    assert_eq!(v["headers"]["x-forwarded-for"], "127.0.0.1");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn traversal_and_encoded_paths_never_reach_a_route() {
+    let b = upstream("blue").await;
+    let g = upstream("green").await;
+    let gw = gateway(&two_upstreams(
+        &b.target(),
+        &g.target(),
+        "{ blue: 100 }",
+        "",
+    ))
+    .await;
+    for path in [
+        "/api/users/../admin",
+        "/api/users/%2e%2e/admin",
+        "/api/users%2fadmin",
+        "/api/users/%2E%2E",
+    ] {
+        let mut s = tokio::net::TcpStream::connect(gw.running().addr)
+            .await
+            .unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 400"), "{path}: {out}");
+    }
+    assert_eq!(b.hits(), 0);
+    gw.stop().await;
+}
+
+/// Sends `n` GETs with `conc` concurrent workers and counts answers by upstream name.
+async fn spread(
+    url: String,
+    n: usize,
+    conc: usize,
+    header: Option<(&'static str, String)>,
+) -> std::collections::HashMap<String, usize> {
+    let c = client();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..conc {
+        let (c, url, next, header) = (c.clone(), url.clone(), next.clone(), header.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut seen = std::collections::HashMap::<String, usize>::new();
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                let mut rb = c.get(&url);
+                if let Some((k, v)) = &header {
+                    rb = rb.header(*k, v);
+                }
+                let v: serde_json::Value = rb.send().await.unwrap().json().await.unwrap();
+                *seen
+                    .entry(v["upstream"].as_str().unwrap_or("error").to_string())
+                    .or_default() += 1;
+            }
+            seen
+        }));
+    }
+    let mut total = std::collections::HashMap::new();
+    for t in tasks {
+        for (k, v) in t.await.unwrap() {
+            *total.entry(k).or_default() += v;
+        }
+    }
+    total
+}
+
+#[tokio::test]
+async fn weighted_split_is_within_one_point_over_10k_requests() {
+    let b = upstream("blue").await;
+    let g = upstream("green").await;
+    let gw = gateway(&two_upstreams(
+        &b.target(),
+        &g.target(),
+        "{ blue: 73, green: 27 }",
+        "",
+    ))
+    .await;
+    let seen = spread(gw.url("/api/users"), 10_000, 16, None).await;
+    let green = seen.get("green").copied().unwrap_or(0) as f64 / 10_000.0;
+    assert!(
+        (green - 0.27).abs() <= 0.01,
+        "green share {green}, {seen:?}"
+    );
+    assert_eq!(seen.get("error"), None);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn header_canary_and_sticky_cookie() {
+    let b = upstream("blue").await;
+    let g = upstream("green").await;
+    let extra = "    canary_by_header: { name: X-Canary, value: \"true\", upstream: green }\n    sticky: { cookie: session }\n";
+    let gw = gateway(&two_upstreams(
+        &b.target(),
+        &g.target(),
+        "{ blue: 50, green: 50 }",
+        extra,
+    ))
+    .await;
+    let c = client();
+    for _ in 0..20 {
+        let v = json(
+            c.get(gw.url("/api/users"))
+                .header("X-Canary", "true")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(v["upstream"], "green");
+    }
+    // One session sticks to one side; different sessions land on both.
+    let mut sides = std::collections::HashSet::new();
+    for s in 0..40 {
+        let cookie = format!("theme=dark; session=user-{s}");
+        let first = json(
+            c.get(gw.url("/api/users"))
+                .header("cookie", &cookie)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await["upstream"]
+            .clone();
+        for _ in 0..5 {
+            let again = json(
+                c.get(gw.url("/api/users"))
+                    .header("cookie", &cookie)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await["upstream"]
+                .clone();
+            assert_eq!(first, again, "session {s} moved");
+        }
+        sides.insert(first.to_string());
+    }
+    assert_eq!(sides.len(), 2);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn dead_upstream_is_502_at_once_and_hung_one_504_at_its_timeout() {
+    let dead = common::free_port();
+    let hung = upstream("hung").await;
+    hung.set_mode(Mode::Hang);
+    let yaml = format!(
+        "
+upstreams:
+  dead: {{ targets: [127.0.0.1:{dead}], timeout: 5s }}
+  hung: {{ targets: [{}], timeout: 300ms }}
+routes:
+  - {{ name: dead, paths: [/dead], split: {{ dead: 1 }} }}
+  - {{ name: hung, paths: [/hung], split: {{ hung: 1 }} }}
+",
+        hung.target()
+    );
+    let gw = gateway(&yaml).await;
+    let c = client();
+    let t = Instant::now();
+    let r = c.get(gw.url("/dead")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "502 took {:?}",
+        t.elapsed()
+    );
+    let v = json(r).await;
+    assert_eq!(v["error"]["code"], "upstream_unavailable");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("127.0.0.1:{dead}"))
+    );
+
+    let t = Instant::now();
+    let r = c.get(gw.url("/hung")).send().await.unwrap();
+    let took = t.elapsed();
+    assert_eq!(r.status(), 504);
+    assert!(
+        took >= Duration::from_millis(290) && took < Duration::from_millis(1500),
+        "504 took {took:?}"
+    );
+    // The gateway stays responsive while upstream calls hang.
+    let t = Instant::now();
+    assert_eq!(c.get(gw.url("/nope")).send().await.unwrap().status(), 404);
+    assert!(t.elapsed() < Duration::from_millis(200));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn idempotent_requests_retry_on_another_target_and_posts_do_not() {
+    let live = upstream("live").await;
+    let dead = common::free_port();
+    let yaml = format!(
+        "
+upstreams:
+  pool: {{ targets: [127.0.0.1:{dead}, {}], retries: 1, passive: {{ max_failures: 1000 }} }}
+routes:
+  - {{ name: r, paths: [/], split: {{ pool: 1 }} }}
+",
+        live.target()
+    );
+    let gw = gateway(&yaml).await;
+    let c = client();
+    for _ in 0..10 {
+        assert_eq!(c.get(gw.url("/x")).send().await.unwrap().status(), 200);
+    }
+    let mut failed = 0;
+    for _ in 0..10 {
+        if c.post(gw.url("/x"))
+            .body("payload")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 502
+        {
+            failed += 1;
+        }
+    }
+    assert_eq!(
+        failed, 5,
+        "round robin sends every other POST to the dead target, without retry"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn passive_ejection_then_readmission() {
+    let a = upstream("a").await;
+    let b = upstream("b").await;
+    let yaml = format!(
+        "
+upstreams:
+  pool: {{ targets: [{}, {}], passive: {{ max_failures: 3, eject_for: 1s }} }}
+routes:
+  - {{ name: r, paths: [/], split: {{ pool: 1 }} }}
+",
+        a.target(),
+        b.target()
+    );
+    let gw = gateway(&yaml).await;
+    let c = client();
+    a.set_mode(Mode::Status(503));
+    let mut errors = 0;
+    for _ in 0..40 {
+        if c.get(gw.url("/")).send().await.unwrap().status() != 200 {
+            errors += 1;
+        }
+    }
+    assert_eq!(
+        errors, 3,
+        "a failing target is ejected after 3 consecutive failures"
+    );
+    let metrics = c
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "signalbox_upstream_healthy{{upstream=\"pool\",target=\"{}\"}} 0",
+            a.target()
+        )),
+        "{metrics}"
+    );
+
+    a.set_mode(Mode::Ok);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let before = a.hits();
+    for _ in 0..10 {
+        assert_eq!(c.get(gw.url("/")).send().await.unwrap().status(), 200);
+    }
+    assert!(a.hits() - before >= 4, "target re-admitted after eject_for");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn active_health_checks_drive_routing_and_readyz() {
+    let a = upstream("a").await;
+    let b = upstream("b").await;
+    let yaml = format!(
+        "
+upstreams:
+  pool: {{ targets: [{}, {}], health: {{ path: /readyz, interval: 100ms, timeout: 100ms, unhealthy_threshold: 1 }} }}
+routes:
+  - {{ name: r, paths: [/], split: {{ pool: 1 }} }}
+",
+        a.target(),
+        b.target()
+    );
+    let gw = gateway(&yaml).await;
+    let c = client();
+    assert_eq!(
+        c.get(gw.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    a.set_mode(Mode::Status(503));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Only health checks reach a now; user traffic all goes to b.
+    let before = b.hits();
+    for _ in 0..10 {
+        let v = json(c.get(gw.url("/")).send().await.unwrap()).await;
+        assert_eq!(v["upstream"], "b");
+    }
+    assert!(b.hits() - before >= 10);
+    b.set_mode(Mode::Status(503));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = c.get(gw.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        json(r).await["upstreams_without_healthy_targets"][0],
+        "pool"
+    );
+    a.set_mode(Mode::Ok);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        c.get(gw.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        c.get(gw.admin_url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn key_auth_rate_limit_and_headers() {
+    let up = upstream("orders").await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("alice.key");
+    std::fs::write(&key_file, "alice-secret-key\n").unwrap();
+    let yaml = format!(
+        "
+consumers:
+  - name: alice
+    keys: [{{ file: {} }}]
+upstreams:
+  orders: {{ targets: [{}] }}
+routes:
+  - name: orders
+    paths: [/orders]
+    split: {{ orders: 1 }}
+    plugins:
+      key_auth: {{ header: X-API-Key }}
+      rate_limit: {{ per_minute: 60, burst: 5, by: consumer }}
+      request_headers: {{ add: {{ x-request-source: gateway }}, remove: [x-internal] }}
+      response_headers: {{ set: {{ cache-control: no-store }} }}
+",
+        key_file.display(),
+        up.target()
+    );
+    let gw = gateway(&yaml).await;
+    let c = client();
+    let r = c.get(gw.url("/orders")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(json(r).await["error"]["code"], "missing_api_key");
+    let r = c
+        .get(gw.url("/orders"))
+        .header("x-api-key", "wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(up.hits(), 0);
+
+    let r = c
+        .get(gw.url("/orders"))
+        .header("x-api-key", "alice-secret-key")
+        .header("x-internal", "1")
+        .header("x-consumer", "mallory")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(r.headers()["ratelimit-limit"], "5");
+    assert_eq!(r.headers()["ratelimit-remaining"], "4");
+    let v = json(r).await;
+    assert!(
+        v["headers"].get("x-api-key").is_none(),
+        "the key is hidden from the upstream"
+    );
+    assert!(v["headers"].get("x-internal").is_none());
+    assert_eq!(v["headers"]["x-consumer"], "alice");
+    assert_eq!(v["headers"]["x-request-source"], "gateway");
+
+    for _ in 0..4 {
+        assert_eq!(
+            c.get(gw.url("/orders"))
+                .header("x-api-key", "alice-secret-key")
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    let r = c
+        .get(gw.url("/orders"))
+        .header("x-api-key", "alice-secret-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    assert_eq!(r.headers()["ratelimit-remaining"], "0");
+    assert_eq!(json(r).await["error"]["code"], "rate_limited");
+    let metrics = c
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("signalbox_rate_limited_total{route=\"orders\"} 1"));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn cors_preflight_for_allowed_and_disallowed_origins() {
+    let up = upstream("orders").await;
+    let yaml = format!(
+        "
+upstreams:
+  orders: {{ targets: [{}] }}
+routes:
+  - name: orders
+    paths: [/orders]
+    methods: [GET, POST]
+    split: {{ orders: 1 }}
+    plugins:
+      cors: {{ origins: [https://app.example.com], methods: [GET, POST], headers: [Content-Type], max_age: 10m, credentials: true }}
+",
+        up.target()
+    );
+    let gw = gateway(&yaml).await;
+    let c = client();
+    let r = c
+        .request(reqwest::Method::OPTIONS, gw.url("/orders"))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let h = r.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
+    assert_eq!(h["access-control-allow-methods"], "GET, POST");
+    assert_eq!(h["access-control-allow-headers"], "Content-Type");
+    assert_eq!(h["access-control-max-age"], "600");
+    assert_eq!(h["access-control-allow-credentials"], "true");
+    assert!(h["vary"].to_str().unwrap().contains("Origin"));
+
+    let r = c
+        .request(reqwest::Method::OPTIONS, gw.url("/orders"))
+        .header("origin", "https://evil.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    assert_eq!(up.hits(), 0, "preflights are answered at the gateway");
+
+    let r = c
+        .get(gw.url("/orders"))
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert_eq!(r.headers()["vary"], "Origin");
+    let r = c
+        .get(gw.url("/orders"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn max_body_413_from_content_length_without_reading_and_while_streaming() {
+    let up = upstream("up").await;
+    let yaml = format!(
+        "
+upstreams:
+  up: {{ targets: [{}] }}
+routes:
+  - {{ name: r, paths: [/upload], split: {{ up: 1 }}, plugins: {{ max_body: 1KiB }} }}
+",
+        up.target()
+    );
+    let gw = gateway(&yaml).await;
+    // Declares 10 MiB, sends 5 bytes, then waits: the answer must come without the body.
+    let mut s = tokio::net::TcpStream::connect(gw.running().addr)
+        .await
+        .unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10485760\r\n\r\nhello")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+        .await
+        .expect("413 must not wait for the body")
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(head.contains("body_too_large"));
+    assert_eq!(up.hits(), 0);
+
+    // Chunked (no Content-Length): cut off while streaming.
+    let c = client();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..8).map(|_| Ok(vec![b'x'; 512])).collect();
+    let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
+    let r = c.post(gw.url("/upload")).body(body).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    let r = c
+        .post(gw.url("/upload"))
+        .body(vec![b'y'; 1000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(json(r).await["body_len"], 1000);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_cover_requests_latency_and_revision_and_pass_promtool() {
+    let b = upstream("blue").await;
+    let g = upstream("green").await;
+    let gw = gateway(&two_upstreams(
+        &b.target(),
+        &g.target(),
+        "{ blue: 1, green: 1 }",
+        "",
+    ))
+    .await;
+    let c = client();
+    for _ in 0..10 {
+        c.get(gw.url("/api/users")).send().await.unwrap();
+    }
+    c.get(gw.url("/missing")).send().await.unwrap();
+    let text = c
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "signalbox_requests_total{route=\"users\",upstream=\"blue\",method=\"GET\",status_class=\"2xx\"} 5",
+        "signalbox_requests_total{route=\"users\",upstream=\"green\",method=\"GET\",status_class=\"2xx\"} 5",
+        "signalbox_requests_total{route=\"\",upstream=\"\",method=\"GET\",status_class=\"4xx\"} 1",
+        "signalbox_request_duration_seconds_count{route=\"users\",upstream=\"blue\"} 5",
+        "signalbox_active_connections ",
+        "signalbox_config_revision ",
+        "# TYPE signalbox_request_duration_seconds histogram",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool must be installed (apt-get install prometheus); the README's test command does it");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn reload_under_load_fails_no_request_and_bad_config_keeps_the_old() {
+    let b = upstream("blue").await;
+    let g = upstream("green").await;
+    let gw = gateway(&two_upstreams(
+        &b.target(),
+        &g.target(),
+        "{ blue: 100, green: 0 }",
+        "",
+    ))
+    .await;
+    let state = gw.running().state.clone();
+    let url = gw.url("/api/users");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..8 {
+        let (url, stop) = (url.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let c = client();
+            let (mut ok, mut bad) = (0usize, 0usize);
+            while !stop.load(Ordering::Relaxed) {
+                match c.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => ok += 1,
+                    _ => bad += 1,
+                }
+            }
+            (ok, bad)
+        }));
+    }
+    let base = state.snapshot().config.as_ref().clone();
+    for i in 0..40 {
+        let mut cfg = base.clone();
+        let (bw, gw_) = if i % 2 == 0 { (0, 100) } else { (100, 0) };
+        cfg.routes[0].split = [("blue".to_string(), bw), ("green".to_string(), gw_)].into();
+        state.apply(cfg, None).unwrap();
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // A bad config is refused and the old one keeps serving.
+    let mut bad = base.clone();
+    bad.routes[0].split = [("purple".to_string(), 100)].into();
+    let err = match state.apply(bad, None) {
+        Ok(_) => panic!("a bad config was applied"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("routes[0].split.purple: unknown upstream"),
+        "{err}"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, 0);
+    for t in load {
+        let (o, f) = t.await.unwrap();
+        ok += o;
+        failed += f;
+    }
+    assert_eq!(
+        failed, 0,
+        "{failed} requests failed during 40 reloads ({ok} ok)"
+    );
+    assert!(ok > 200, "load too light to prove anything: {ok}");
+    assert!(b.hits() > 0 && g.hits() > 0);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn h2c_clients_and_strip_prefix() {
+    let up = upstream("up").await;
+    let yaml = format!(
+        "
+upstreams:
+  up: {{ targets: [{}] }}
+routes:
+  - {{ name: r, paths: [/svc], strip_prefix: true, split: {{ up: 1 }} }}
+",
+        up.target()
+    );
+    let gw = gateway(&yaml).await;
+    let c = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .no_proxy()
+        .build()
+        .unwrap();
+    let r = c.get(gw.url("/svc/items/7?q=1")).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    assert_eq!(json(r).await["path"], "/items/7?q=1");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431_and_the_gateway_lives_on() {
+    let up = upstream("up").await;
+    let yaml = format!(
+        "
+server: {{ max_header_bytes: 16KiB }}
+upstreams:
+  up: {{ targets: [{}] }}
+routes:
+  - {{ name: r, paths: [/], split: {{ up: 1 }} }}
+",
+        up.target()
+    );
+    let gw = gateway(&yaml).await;
+    let c = client();
+    let r = c
+        .get(gw.url("/"))
+        .header("x-big", "a".repeat(40_000))
+        .send()
+        .await;
+    match r {
+        Ok(r) => assert_eq!(r.status(), 431),
+        Err(e) => assert!(e.is_request() || e.is_body(), "{e}"),
+    }
+    let mut req = c.get(gw.url("/"));
+    for i in 0..150 {
+        req = req.header(format!("x-h{i}"), "v");
+    }
+    if let Ok(r) = req.send().await {
+        assert_eq!(r.status(), 431);
+    }
+    assert_eq!(c.get(gw.url("/")).send().await.unwrap().status(), 200);
+    gw.stop().await;
+}
