@@ -126,7 +126,7 @@ pub async fn handle(
             reject.status,
             reject.code,
             reject.message,
-            Some(reject.headers),
+            Some(*reject.headers),
         ),
     };
     let resp = response_filter(route, &ctx, resp);

@@ -216,6 +216,13 @@ fn compile_route(
 
     let plugins = r.plugins.over(&cfg.defaults);
     let pbase = format!("{base}.plugins");
+    if plugins.jwt.is_some() {
+        // Never serve a route unprotected because a filter is missing.
+        return Err((
+            format!("{pbase}.jwt"),
+            "the jwt filter is not available in this build".into(),
+        ));
+    }
     let filters = Filters {
         cors: plugins
             .cors

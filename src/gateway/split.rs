@@ -36,7 +36,7 @@ impl Split {
             .iter()
             .filter(|w| **w > 0)
             .fold(0u64, |g, w| gcd(g, u64::from(*w)));
-        let len = if g == 0 { 0 } else { total / g };
+        let len = total.checked_div(g).unwrap_or(0);
         let schedule = if len > 0 && len <= MAX_SCHEDULE {
             swrr(
                 &weights

@@ -91,7 +91,7 @@ pub async fn upstream_on(name: &str, addr: SocketAddr) -> Upstream {
                         let mut buf = [0u8; 1024];
                         let _ = stream.read(&mut buf).await;
                         h.fetch_add(1, Ordering::SeqCst);
-                        let _ = stream.set_linger(Some(Duration::ZERO));
+                        let _ = stream.set_zero_linger();
                         drop(stream);
                         return;
                     }

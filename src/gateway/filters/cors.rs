@@ -99,7 +99,7 @@ impl CorsFilter {
                 "cors_rejected",
                 "origin or method not allowed by this route's CORS policy",
             );
-            r.headers = h;
+            *r.headers = h;
             return Err(r);
         }
         h.insert(

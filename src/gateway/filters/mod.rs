@@ -20,7 +20,8 @@ pub struct Reject {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: Cow<'static, str>,
-    pub headers: HeaderMap,
+    /// Boxed: rejections are rare, and a small `Result` keeps the happy path lean.
+    pub headers: Box<HeaderMap>,
 }
 
 impl Reject {
@@ -33,7 +34,7 @@ impl Reject {
             status,
             code,
             message: message.into(),
-            headers: HeaderMap::new(),
+            headers: Box::default(),
         }
     }
 }
