@@ -1,7 +1,7 @@
 //! Live traffic numbers for one environment, as the panels, `signalbox ctl status` and
 //! runbook gates read them. Pure data: the `metrics` module fills it in.
 
-use std::collections::VecDeque;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -130,16 +130,21 @@ pub struct HistoryPoint {
 }
 
 /// The most recent points, oldest first, at most `capacity` of them.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+///
+/// Every sample carries a copy of each history, so copies must be cheap: older points sit
+/// in a shared, immutable block and only the few newest are copied. Serialises as
+/// `{"points": [...]}`.
+#[derive(Clone, Debug)]
 pub struct History {
-    #[serde(skip, default = "default_capacity")]
     capacity: usize,
-    points: VecDeque<HistoryPoint>,
+    /// Older points, shared between copies; may hold up to `TAIL` more than fit.
+    shared: Arc<Vec<HistoryPoint>>,
+    /// The newest points, fewer than `TAIL`.
+    tail: Vec<HistoryPoint>,
 }
 
-fn default_capacity() -> usize {
-    DEFAULT_HISTORY_POINTS
-}
+/// Points gathered before they move into a new shared block.
+const TAIL: usize = 8;
 
 impl Default for History {
     fn default() -> Self {
@@ -147,40 +152,94 @@ impl Default for History {
     }
 }
 
+impl PartialEq for History {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.points().eq(other.points())
+    }
+}
+
+impl Serialize for History {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        struct Points<'a>(&'a History);
+        impl Serialize for Points<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.points())
+            }
+        }
+        let mut st = s.serialize_struct("History", 1)?;
+        st.serialize_field("points", &Points(self))?;
+        st.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for History {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Raw {
+            points: Vec<HistoryPoint>,
+        }
+        let raw = Raw::deserialize(d)?;
+        let mut h = History::with_capacity(DEFAULT_HISTORY_POINTS.max(raw.points.len()));
+        for p in raw.points {
+            h.push(p);
+        }
+        Ok(h)
+    }
+}
+
 impl History {
     pub fn with_capacity(capacity: usize) -> Self {
-        let capacity = capacity.max(1);
         Self {
-            capacity,
-            points: VecDeque::with_capacity(capacity),
+            capacity: capacity.max(1),
+            shared: Arc::new(Vec::new()),
+            tail: Vec::with_capacity(TAIL),
         }
     }
 
     /// Appends a point, dropping the oldest when full. A point not newer than the last
     /// one replaces it, so a backfilled history and live samples never overlap.
     pub fn push(&mut self, p: HistoryPoint) {
-        if let Some(last) = self.points.back_mut()
-            && p.at <= last.at
-        {
-            *last = p;
+        if let Some(last) = self.tail.last_mut() {
+            if p.at <= last.at {
+                *last = p;
+                return;
+            }
+        } else if self.shared.last().is_some_and(|last| p.at <= last.at) {
+            if let Some(last) = Arc::make_mut(&mut self.shared).last_mut() {
+                *last = p;
+            }
             return;
         }
-        if self.points.len() == self.capacity {
-            self.points.pop_front();
+        self.tail.push(p);
+        if self.tail.len() == TAIL {
+            let keep = self.capacity.saturating_sub(TAIL);
+            let skip = self.shared.len().saturating_sub(keep);
+            let mut block = Vec::with_capacity(self.capacity.max(TAIL));
+            block.extend_from_slice(&self.shared[skip..]);
+            block.append(&mut self.tail);
+            self.shared = Arc::new(block);
         }
-        self.points.push_back(p);
     }
 
-    pub fn points(&self) -> impl ExactSizeIterator<Item = &HistoryPoint> {
-        self.points.iter()
+    /// The points, oldest first.
+    pub fn points(&self) -> impl Iterator<Item = &HistoryPoint> {
+        self.shared
+            .iter()
+            .chain(self.tail.iter())
+            .skip(self.excess())
+    }
+
+    fn excess(&self) -> usize {
+        (self.shared.len() + self.tail.len()).saturating_sub(self.capacity)
     }
 
     pub fn len(&self) -> usize {
-        self.points.len()
+        self.shared.len() + self.tail.len() - self.excess()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.points.is_empty()
+        self.len() == 0
     }
 
     pub fn capacity(&self) -> usize {
@@ -189,7 +248,7 @@ impl History {
 
     /// One signal over time, for a sparkline: e.g. `h.series(|p| p.latency_p95)`.
     pub fn series(&self, f: impl Fn(&HistoryPoint) -> Option<f64>) -> Vec<Option<f64>> {
-        self.points.iter().map(f).collect()
+        self.points().map(f).collect()
     }
 }
 
@@ -234,9 +293,10 @@ pub struct Comparison {
     /// Requests in the window on each side.
     pub baseline_requests: f64,
     pub canary_requests: f64,
-    /// `None` when the request or error counts are unknown.
+    /// `None` when the request or error counts are unknown or zero.
     pub errors: Option<ErrorRatioTest>,
-    /// `None` when latency data is unavailable.
+    /// `None` before anything could be measured (e.g. before the second scrape); its
+    /// test fields are `None` when latency buckets are unavailable.
     pub latency: Option<LatencyTest>,
     pub verdict: Verdict,
 }
@@ -409,6 +469,42 @@ mod tests {
             h.series(|p| p.request_rate),
             vec![Some(2.0), Some(3.0), Some(4.0)]
         );
+    }
+
+    #[test]
+    fn history_copies_share_old_points_and_stay_independent() {
+        let mut h = History::with_capacity(20);
+        for i in 0..50 {
+            h.push(point(i, i as f64));
+            assert_eq!(h.len(), (i as usize + 1).min(20));
+        }
+        let copy = h.clone();
+        h.push(point(50, 50.0));
+        let want: Vec<Option<f64>> = (30..50).map(|i| Some(i as f64)).collect();
+        assert_eq!(copy.series(|p| p.request_rate), want);
+        let want: Vec<Option<f64>> = (31..51).map(|i| Some(i as f64)).collect();
+        assert_eq!(h.series(|p| p.request_rate), want);
+        // Replacing the newest point of a full shared block leaves copies alone.
+        let mut h = History::with_capacity(8);
+        for i in 0..8 {
+            h.push(point(i, 1.0));
+        }
+        let copy = h.clone();
+        h.push(point(7, 2.0));
+        assert_eq!(h.series(|p| p.request_rate).last(), Some(&Some(2.0)));
+        assert_eq!(copy.series(|p| p.request_rate).last(), Some(&Some(1.0)));
+    }
+
+    #[test]
+    fn history_serializes_as_points_and_back() {
+        let mut h = History::with_capacity(3);
+        for i in 0..5 {
+            h.push(point(i, i as f64));
+        }
+        let json = serde_json::to_value(&h).unwrap();
+        assert_eq!(json["points"].as_array().unwrap().len(), 3);
+        let back: History = serde_json::from_value(json).unwrap();
+        assert_eq!(back, h);
     }
 
     #[test]

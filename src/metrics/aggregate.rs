@@ -8,7 +8,7 @@ use std::ops::AddAssign;
 use crate::domain::metrics::{Signal, Signals, TargetHealth};
 
 use super::exposition::{Exposition, ExpositionError, MetricKind, Sample, parse_float};
-use super::quantile::quantile_of;
+use super::quantile::quantiles;
 use super::rate::counter_increase;
 
 /// The gateway's metric names (the contract with `gateway::metrics`).
@@ -35,11 +35,16 @@ const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// One scrape of signalbox's gateway, keyed for delta computation. Counter series stay
 /// separate (per method and status class, per bucket) so resets are detected per series,
-/// as Prometheus does.
+/// as Prometheus does; they are grouped per route/upstream pair so that a scrape costs a
+/// few hundred map operations, not one per series.
 #[derive(Clone, Debug, Default)]
 pub struct Reading {
-    requests: HashMap<RequestKey, f64>,
-    buckets: HashMap<(Pair, u64), f64>,
+    pairs: Vec<(Pair, PairSeries)>,
+    index: HashMap<Pair, usize>,
+    /// Methods seen, indexed by `RequestSeries::method`.
+    methods: Vec<String>,
+    /// Status classes seen beyond `CLASSES`, indexed by `RequestSeries::class - 5`.
+    other_classes: Vec<String>,
     rate_limited: HashMap<String, f64>,
     flags: HashMap<(String, String), f64>,
     pub targets: Vec<TargetHealth>,
@@ -52,12 +57,20 @@ pub struct Reading {
     pub problems: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct RequestKey {
-    pair: Pair,
-    method: String,
-    /// Index into `CLASSES`, or `CLASSES.len()` for anything else.
-    class: u8,
+/// The counter series of one pair, in the order the gateway wrote them.
+#[derive(Clone, Debug, Default)]
+struct PairSeries {
+    requests: Vec<RequestSeries>,
+    /// `(le, cumulative count)`.
+    buckets: Vec<(f64, f64)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct RequestSeries {
+    method: u16,
+    /// Index into `CLASSES`, then into `Reading::other_classes`.
+    class: u16,
+    value: f64,
 }
 
 fn bad(s: &Sample, name: &str, message: String) -> ExpositionError {
@@ -95,6 +108,29 @@ fn expect_kind(exp: &Exposition, name: &str, want: MetricKind) -> Result<(), Exp
     })
 }
 
+/// The index of `value`: in `fixed` if there, else in `seen` after `fixed` (added if new).
+fn intern(
+    seen: &mut Vec<String>,
+    fixed: &[&str],
+    value: &str,
+    s: &Sample,
+) -> Result<u16, ExpositionError> {
+    let i = match fixed.iter().position(|f| *f == value) {
+        Some(i) => i,
+        None => {
+            fixed.len()
+                + match seen.iter().position(|m| m == value) {
+                    Some(i) => i,
+                    None => {
+                        seen.push(value.to_owned());
+                        seen.len() - 1
+                    }
+                }
+        }
+    };
+    u16::try_from(i).map_err(|_| bad(s, names::REQUESTS, "too many distinct label values".into()))
+}
+
 fn insert_unique<K: std::hash::Hash + Eq>(
     map: &mut HashMap<K, f64>,
     key: K,
@@ -125,20 +161,27 @@ impl Reading {
             ..Reading::default()
         };
         expect_kind(exp, REQUESTS, MetricKind::Counter)?;
+        let mut last = usize::MAX;
         for s in exp.samples(REQUESTS) {
-            let v = counter_value(s, REQUESTS)?;
+            let value = counter_value(s, REQUESTS)?;
             let class = s.labels.get("status_class");
-            let key = RequestKey {
-                pair: pair_of(s),
-                method: s.labels.get("method").to_owned(),
-                class: CLASSES
-                    .iter()
-                    .position(|c| *c == class)
-                    .unwrap_or(CLASSES.len()) as u8,
+            let method = s.labels.get("method");
+            let series = RequestSeries {
+                method: intern(&mut r.methods, &[], method, s)?,
+                class: intern(&mut r.other_classes, &CLASSES, class, s)?,
+                value,
             };
-            insert_unique(&mut r.requests, key, v, s, REQUESTS)?;
+            let slot = &mut r.slot(&mut last, s).requests;
+            if slot
+                .iter()
+                .any(|x| x.method == series.method && x.class == series.class)
+            {
+                return Err(bad(s, REQUESTS, "duplicate series".into()));
+            }
+            slot.push(series);
         }
         expect_kind(exp, DURATION_BUCKET, MetricKind::Histogram)?;
+        let mut last = usize::MAX;
         for s in exp.samples(DURATION_BUCKET) {
             let v = counter_value(s, DURATION_BUCKET)?;
             if !s.labels.has("le") {
@@ -157,13 +200,16 @@ impl Reading {
                         "bucket bound `le` is not a number".into(),
                     )
                 })?;
-            insert_unique(
-                &mut r.buckets,
-                (pair_of(s), le.to_bits()),
-                v,
-                s,
-                DURATION_BUCKET,
-            )?;
+            let slot = &mut r.slot(&mut last, s).buckets;
+            if slot.iter().any(|b| b.0 == le) {
+                return Err(bad(s, DURATION_BUCKET, "duplicate series".into()));
+            }
+            slot.push((le, v));
+        }
+        for (_, p) in &mut r.pairs {
+            if !p.buckets.is_sorted_by(|a, b| a.0 <= b.0) {
+                p.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            }
         }
         for s in exp.samples(RATE_LIMITED) {
             let v = counter_value(s, RATE_LIMITED)?;
@@ -215,12 +261,34 @@ impl Reading {
         }
     }
 
+    /// The series of the sample's pair. Consecutive samples usually share a pair (the
+    /// gateway writes them grouped), so the last one is checked before the map.
+    fn slot(&mut self, last: &mut usize, s: &Sample) -> &mut PairSeries {
+        let (route, upstream) = (s.labels.get("route"), s.labels.get("upstream"));
+        let hit = self
+            .pairs
+            .get(*last)
+            .is_some_and(|(p, _)| p.route == route && p.upstream == upstream);
+        if !hit {
+            let key = Pair {
+                route: route.to_owned(),
+                upstream: upstream.to_owned(),
+            };
+            *last = match self.index.get(&key) {
+                Some(&i) => i,
+                None => {
+                    self.pairs.push((key.clone(), PairSeries::default()));
+                    self.index.insert(key, self.pairs.len() - 1);
+                    self.pairs.len() - 1
+                }
+            };
+        }
+        &mut self.pairs[*last].1
+    }
+
     /// Every route/upstream pair with a request or latency series.
     pub fn pairs(&self) -> impl Iterator<Item = &Pair> {
-        self.requests
-            .keys()
-            .map(|k| &k.pair)
-            .chain(self.buckets.keys().map(|k| &k.0))
+        self.pairs.iter().map(|(p, _)| p)
     }
 
     pub fn rate_limited_routes(&self) -> impl Iterator<Item = &str> {
@@ -229,13 +297,6 @@ impl Reading {
 
     pub fn flag_keys(&self) -> impl Iterator<Item = &(String, String)> {
         self.flags.keys()
-    }
-}
-
-fn pair_of(s: &Sample) -> Pair {
-    Pair {
-        route: s.labels.get("route").to_owned(),
-        upstream: s.labels.get("upstream").to_owned(),
     }
 }
 
@@ -289,20 +350,45 @@ impl AddAssign<&Traffic> for Traffic {
 /// Everything counted between two scrapes.
 #[derive(Clone, Debug, Default)]
 pub struct Increments {
-    pub pairs: HashMap<Pair, Traffic>,
+    /// Sorted by pair. Consecutive intervals nearly always hold the same pairs, so adding
+    /// them up is a walk in step rather than a hash lookup per pair.
+    pub pairs: Vec<(Pair, Traffic)>,
     pub rate_limited: HashMap<String, f64>,
     pub flags: HashMap<(String, String), f64>,
 }
 
+impl Increments {
+    pub fn pair(&self, p: &Pair) -> Option<&Traffic> {
+        self.pairs
+            .binary_search_by(|(k, _)| k.cmp(p))
+            .ok()
+            .map(|i| &self.pairs[i].1)
+    }
+}
+
 impl AddAssign<&Increments> for Increments {
     fn add_assign(&mut self, o: &Increments) {
-        for (k, t) in &o.pairs {
-            match self.pairs.get_mut(k) {
-                Some(mine) => *mine += t,
-                None => {
-                    self.pairs.insert(k.clone(), t.clone());
-                }
+        let same_pairs = self.pairs.len() == o.pairs.len()
+            && self.pairs.iter().zip(&o.pairs).all(|(a, b)| a.0 == b.0);
+        if same_pairs {
+            for (a, b) in self.pairs.iter_mut().zip(&o.pairs) {
+                a.1 += &b.1;
             }
+        } else {
+            let mine = std::mem::take(&mut self.pairs);
+            let mut merged = Vec::with_capacity(mine.len().max(o.pairs.len()));
+            let mut theirs = o.pairs.iter().peekable();
+            for (k, mut t) in mine {
+                while let Some((ok, ot)) = theirs.next_if(|(ok, _)| *ok < k) {
+                    merged.push((ok.clone(), ot.clone()));
+                }
+                if let Some((_, ot)) = theirs.next_if(|(ok, _)| *ok == k) {
+                    t += ot;
+                }
+                merged.push((k, t));
+            }
+            merged.extend(theirs.cloned());
+            self.pairs = merged;
         }
         for (k, v) in &o.rate_limited {
             *self.rate_limited.entry(k.clone()).or_default() += v;
@@ -316,18 +402,55 @@ impl AddAssign<&Increments> for Increments {
 /// Per-series counter increases from `prev` to `cur`, summed per pair.
 pub fn increments(prev: &Reading, cur: &Reading) -> Increments {
     let mut inc = Increments::default();
-    for (k, &v) in &cur.requests {
-        let d = counter_increase(prev.requests.get(k).copied(), v);
-        let t = pair_entry(&mut inc.pairs, &k.pair);
-        t.requests += d;
-        if let Some(c) = t.classes.get_mut(usize::from(k.class)) {
-            *c += d;
+    // Label values are interned per reading; translate indexes once.
+    let translate = |cur_seen: &[String], prev_seen: &[String], fixed: usize| -> Vec<Option<u16>> {
+        (0..fixed)
+            .map(|i| Some(i as u16))
+            .chain(cur_seen.iter().map(|m| {
+                prev_seen
+                    .iter()
+                    .position(|p| p == m)
+                    .map(|i| (fixed + i) as u16)
+            }))
+            .collect()
+    };
+    let method_map = translate(&cur.methods, &prev.methods, 0);
+    let class_map = translate(&cur.other_classes, &prev.other_classes, CLASSES.len());
+    for (pair, series) in &cur.pairs {
+        let before = prev.index.get(pair).map(|&i| &prev.pairs[i].1);
+        let mut t = Traffic::default();
+        for (i, r) in series.requests.iter().enumerate() {
+            let (want_m, want_c) = (
+                method_map[usize::from(r.method)],
+                class_map[usize::from(r.class)],
+            );
+            let matches = |x: &&RequestSeries| Some(x.method) == want_m && Some(x.class) == want_c;
+            // Same position first: the gateway writes series in a stable order.
+            let old = before.and_then(|b| {
+                b.requests
+                    .get(i)
+                    .filter(matches)
+                    .or_else(|| b.requests.iter().find(matches))
+            });
+            let d = counter_increase(old.map(|x| x.value), r.value);
+            t.requests += d;
+            if let Some(c) = t.classes.get_mut(usize::from(r.class)) {
+                *c += d;
+            }
         }
+        t.buckets.reserve_exact(series.buckets.len());
+        for (i, &(le, v)) in series.buckets.iter().enumerate() {
+            let old = before.and_then(|b| {
+                b.buckets
+                    .get(i)
+                    .filter(|x| x.0 == le)
+                    .or_else(|| b.buckets.iter().find(|x| x.0 == le))
+            });
+            t.buckets.push((le, counter_increase(old.map(|x| x.1), v)));
+        }
+        inc.pairs.push((pair.clone(), t));
     }
-    for (k, &v) in &cur.buckets {
-        let d = counter_increase(prev.buckets.get(k).copied(), v);
-        pair_entry(&mut inc.pairs, &k.0).add_bucket(f64::from_bits(k.1), d);
-    }
+    inc.pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     for (k, &v) in &cur.rate_limited {
         inc.rate_limited.insert(
             k.clone(),
@@ -339,13 +462,6 @@ pub fn increments(prev: &Reading, cur: &Reading) -> Increments {
             .insert(k.clone(), counter_increase(prev.flags.get(k).copied(), v));
     }
     inc
-}
-
-fn pair_entry<'a>(m: &'a mut HashMap<Pair, Traffic>, p: &Pair) -> &'a mut Traffic {
-    if !m.contains_key(p) {
-        m.insert(p.clone(), Traffic::default());
-    }
-    m.get_mut(p).expect("inserted above")
 }
 
 /// What is known about the data behind a [`Traffic`], for the reasons shown in panels.
@@ -361,17 +477,25 @@ pub struct Context<'a> {
 
 /// The six panel numbers for some traffic.
 pub fn signals(t: &Traffic, ctx: &Context) -> Signals {
-    if ctx.window_secs <= 0.0 {
+    let secs = ctx.window_secs;
+    if secs <= 0.0 {
         return Signals::all(Signal::no_data(
             "waiting for a second scrape to compute rates",
         ));
     }
-    let idle = format!("no requests in the last {:.0}s", ctx.window_secs);
+    // Reasons are only formatted for the signals that need one.
+    let requests = |v: f64| {
+        if v.is_nan() {
+            Signal::no_data(format!("no requests in the last {secs:.0}s"))
+        } else {
+            Signal::from_f64(v, "")
+        }
+    };
     let (request_rate, error_ratio_5xx, error_ratio_4xx) = if ctx.has_requests {
         (
-            Signal::from_f64(t.requests / ctx.window_secs, &idle),
-            Signal::from_f64(t.classes[4] / t.requests, &idle),
-            Signal::from_f64(t.classes[3] / t.requests, &idle),
+            requests(t.requests / secs),
+            requests(t.classes[4] / t.requests),
+            requests(t.classes[3] / t.requests),
         )
     } else {
         let m = Signal::missing(format!(
@@ -381,28 +505,29 @@ pub fn signals(t: &Traffic, ctx: &Context) -> Signals {
         ));
         (m.clone(), m.clone(), m)
     };
-    let latency = |q: f64| {
-        if ctx.has_latency {
-            let idle = format!(
-                "no latency observations in the last {:.0}s",
-                ctx.window_secs
-            );
-            Signal::from_f64(quantile_of(q, &t.buckets), &idle)
-        } else {
-            Signal::missing(format!(
-                "{} is not exposed by {}",
-                names::DURATION,
-                ctx.source
-            ))
-        }
+    let [p50, p95, p99] = if ctx.has_latency {
+        quantiles([0.5, 0.95, 0.99], &t.buckets).map(|v| {
+            if v.is_nan() {
+                Signal::no_data(format!("no latency observations in the last {secs:.0}s"))
+            } else {
+                Signal::from_f64(v, "")
+            }
+        })
+    } else {
+        let m = Signal::missing(format!(
+            "{} is not exposed by {}",
+            names::DURATION,
+            ctx.source
+        ));
+        [m.clone(), m.clone(), m]
     };
     Signals {
         request_rate,
         error_ratio_5xx,
         error_ratio_4xx,
-        latency_p50: latency(0.5),
-        latency_p95: latency(0.95),
-        latency_p99: latency(0.99),
+        latency_p50: p50,
+        latency_p95: p95,
+        latency_p99: p99,
     }
 }
 
@@ -441,7 +566,7 @@ signalbox_request_duration_seconds_bucket{{route="users",upstream="blue",le="+In
         let a = reading(&text(100.0, 5.0, [80.0, 100.0, 105.0]));
         let b = reading(&text(190.0, 15.0, [160.0, 195.0, 205.0]));
         let inc = increments(&a, &b);
-        let t = &inc.pairs[&blue()];
+        let t = inc.pair(&blue()).unwrap();
         assert_eq!(t.requests, 100.0);
         assert_eq!(t.classes, [0.0, 90.0, 0.0, 0.0, 10.0]);
         assert_eq!(
@@ -470,7 +595,7 @@ signalbox_request_duration_seconds_bucket{{route="users",upstream="blue",le="+In
     fn a_gateway_restart_counts_the_new_values() {
         let a = reading(&text(1000.0, 50.0, [900.0, 1000.0, 1050.0]));
         let b = reading(&text(20.0, 1.0, [15.0, 20.0, 21.0]));
-        let t = &increments(&a, &b).pairs[&blue()];
+        let t = increments(&a, &b).pair(&blue()).cloned().unwrap();
         assert_eq!(t.requests, 21.0);
         assert_eq!(t.errors_5xx(), 1.0);
         assert_eq!(
@@ -568,6 +693,29 @@ signalbox_request_duration_seconds_bucket{{route="users",upstream="blue",le="+In
     }
 
     #[test]
+    fn series_are_matched_by_labels_not_position() {
+        let a = reading(
+            "signalbox_requests_total{route=\"r\",upstream=\"u\",method=\"GET\",status_class=\"2xx\"} 10\n\
+             signalbox_requests_total{route=\"r\",upstream=\"u\",method=\"GET\",status_class=\"6xx\"} 1\n",
+        );
+        // Reordered, a new method, and an unknown class counted in the total only.
+        let b = reading(
+            "signalbox_requests_total{route=\"r\",upstream=\"u\",method=\"PUT\",status_class=\"5xx\"} 2\n\
+             signalbox_requests_total{route=\"r\",upstream=\"u\",method=\"GET\",status_class=\"\"} 4\n\
+             signalbox_requests_total{route=\"r\",upstream=\"u\",method=\"GET\",status_class=\"6xx\"} 3\n\
+             signalbox_requests_total{route=\"r\",upstream=\"u\",method=\"GET\",status_class=\"2xx\"} 15\n",
+        );
+        let p = Pair {
+            route: "r".into(),
+            upstream: "u".into(),
+        };
+        let t = increments(&a, &b).pair(&p).cloned().unwrap();
+        // 2 (new PUT 5xx) + 4 (new unknown class) + 2 (6xx) + 5 (2xx).
+        assert_eq!(t.requests, 13.0);
+        assert_eq!(t.classes, [0.0, 5.0, 0.0, 0.0, 2.0]);
+    }
+
+    #[test]
     fn odd_gauges_are_noted_not_fatal() {
         let r = reading(
             "signalbox_upstream_healthy{upstream=\"blue\",target=\"a:1\"} NaN\n\
@@ -578,6 +726,51 @@ signalbox_request_duration_seconds_bucket{{route="users",upstream="blue",le="+In
         assert!(r.targets[0].healthy);
         assert_eq!(r.config_revision, None);
         assert_eq!(r.problems.len(), 2);
+    }
+
+    #[test]
+    fn increments_add_up_across_different_pairs() {
+        let pair = |r: &str| Pair {
+            route: r.into(),
+            upstream: "u".into(),
+        };
+        let t = |n: f64| Traffic {
+            requests: n,
+            ..Traffic::default()
+        };
+        let mut a = Increments {
+            pairs: vec![(pair("b"), t(1.0)), (pair("d"), t(2.0))],
+            ..Increments::default()
+        };
+        let b = Increments {
+            pairs: vec![
+                (pair("a"), t(10.0)),
+                (pair("b"), t(20.0)),
+                (pair("c"), t(30.0)),
+                (pair("e"), t(40.0)),
+            ],
+            ..Increments::default()
+        };
+        a += &b;
+        let got: Vec<(&str, f64)> = a
+            .pairs
+            .iter()
+            .map(|(p, t)| (p.route.as_str(), t.requests))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a", 10.0),
+                ("b", 21.0),
+                ("c", 30.0),
+                ("d", 2.0),
+                ("e", 40.0)
+            ]
+        );
+        let same = a.clone();
+        a += &same;
+        assert_eq!(a.pair(&pair("d")).unwrap().requests, 4.0);
+        assert!(a.pair(&pair("z")).is_none());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Sparkline histories kept across samples, one per environment, route and upstream.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use crate::domain::metrics::{History, HistoryPoint};
 
@@ -19,8 +19,9 @@ pub enum HistKey {
 #[derive(Clone, Debug)]
 pub struct Histories {
     capacity: usize,
-    map: HashMap<HistKey, History>,
-    touched: HashSet<HistKey>,
+    /// Each history with the sample generation that last touched it.
+    map: HashMap<HistKey, (u64, History)>,
+    generation: u64,
 }
 
 impl Histories {
@@ -28,28 +29,27 @@ impl Histories {
         Self {
             capacity,
             map: HashMap::new(),
-            touched: HashSet::new(),
+            generation: 0,
         }
     }
 
     /// Appends a point and returns a copy of the history for the sample.
     pub fn push(&mut self, key: HistKey, p: HistoryPoint) -> History {
-        let h = self
+        let (touched, h) = self
             .map
-            .entry(key.clone())
-            .or_insert_with(|| History::with_capacity(self.capacity));
+            .entry(key)
+            .or_insert_with(|| (0, History::with_capacity(self.capacity)));
+        *touched = self.generation;
         h.push(p);
-        let out = h.clone();
-        self.touched.insert(key);
-        out
+        h.clone()
     }
 
     /// Seeds a history (from a range query) before live points arrive.
     pub fn seed(&mut self, key: HistKey, points: impl IntoIterator<Item = HistoryPoint>) {
-        let h = self
+        let (_, h) = self
             .map
             .entry(key)
-            .or_insert_with(|| History::with_capacity(self.capacity));
+            .or_insert_with(|| (0, History::with_capacity(self.capacity)));
         for p in points {
             h.push(p);
         }
@@ -57,8 +57,9 @@ impl Histories {
 
     /// Ends a sample: forgets every history that was not pushed to since the last call.
     pub fn finish(&mut self) {
-        let touched = std::mem::take(&mut self.touched);
-        self.map.retain(|k, _| touched.contains(k));
+        let current = self.generation;
+        self.map.retain(|_, (touched, _)| *touched == current);
+        self.generation += 1;
     }
 }
 

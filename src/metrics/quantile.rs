@@ -22,28 +22,66 @@ pub struct Bucket {
 ///
 /// `buckets` is sorted in place.
 pub fn bucket_quantile(q: f64, buckets: &mut Vec<Bucket>) -> f64 {
+    if let Some(v) = out_of_range(q) {
+        return v;
+    }
+    if !prepare(buckets) {
+        return f64::NAN;
+    }
+    interpolate(q, buckets)
+}
+
+/// Convenience for `(upper_bound, cumulative_count)` pairs; does not modify them.
+pub fn quantile_of(q: f64, buckets: &[(f64, f64)]) -> f64 {
+    quantiles([q], buckets)[0]
+}
+
+/// Several quantiles of the same buckets, preparing them once.
+pub fn quantiles<const N: usize>(qs: [f64; N], buckets: &[(f64, f64)]) -> [f64; N] {
+    let mut v: Vec<Bucket> = buckets
+        .iter()
+        .map(|&(upper_bound, count)| Bucket { upper_bound, count })
+        .collect();
+    let ok = prepare(&mut v);
+    qs.map(|q| match out_of_range(q) {
+        Some(r) => r,
+        None if ok => interpolate(q, &v),
+        None => f64::NAN,
+    })
+}
+
+fn out_of_range(q: f64) -> Option<f64> {
     if q.is_nan() {
-        return f64::NAN;
+        Some(f64::NAN)
+    } else if q < 0.0 {
+        Some(f64::NEG_INFINITY)
+    } else if q > 1.0 {
+        Some(f64::INFINITY)
+    } else {
+        None
     }
-    if q < 0.0 {
-        return f64::NEG_INFINITY;
-    }
-    if q > 1.0 {
-        return f64::INFINITY;
-    }
+}
+
+/// Sorts, merges equal bounds and repairs counts; false when no quantile can be read
+/// (no `+Inf` bucket, or fewer than two buckets).
+fn prepare(buckets: &mut Vec<Bucket>) -> bool {
     if buckets.is_empty() {
-        return f64::NAN;
+        return false;
     }
-    buckets.sort_by(|a, b| a.upper_bound.total_cmp(&b.upper_bound));
+    if !buckets.is_sorted_by(|a, b| a.upper_bound <= b.upper_bound) {
+        buckets.sort_by(|a, b| a.upper_bound.total_cmp(&b.upper_bound));
+    }
     if buckets[buckets.len() - 1].upper_bound != f64::INFINITY {
-        return f64::NAN;
+        return false;
     }
     coalesce(buckets);
     correct_precision_errors(buckets, 1e-12);
     ensure_monotonic(buckets);
-    if buckets.len() < 2 {
-        return f64::NAN;
-    }
+    buckets.len() >= 2
+}
+
+/// The interpolation proper, on prepared buckets and `0 <= q <= 1`.
+fn interpolate(q: f64, buckets: &[Bucket]) -> f64 {
     let observations = buckets[buckets.len() - 1].count;
     if observations == 0.0 {
         return f64::NAN;
@@ -67,15 +105,6 @@ pub fn bucket_quantile(q: f64, buckets: &mut Vec<Bucket>) -> f64 {
         rank -= buckets[b - 1].count;
     }
     bucket_start + (bucket_end - bucket_start) * (rank / count)
-}
-
-/// Convenience for `(upper_bound, cumulative_count)` pairs; does not modify them.
-pub fn quantile_of(q: f64, buckets: &[(f64, f64)]) -> f64 {
-    let mut v: Vec<Bucket> = buckets
-        .iter()
-        .map(|&(upper_bound, count)| Bucket { upper_bound, count })
-        .collect();
-    bucket_quantile(q, &mut v)
 }
 
 fn coalesce(buckets: &mut Vec<Bucket>) {
@@ -167,6 +196,18 @@ mod tests {
         assert!(quantile_of(0.0, &h).is_nan());
         // q=1: rank 100 → le=0.25 (first with count ≥ 100): 0.1 + 0.15 * 1/1.
         assert!(close(quantile_of(1.0, &h), 0.25));
+    }
+
+    #[test]
+    fn several_quantiles_at_once_match_one_by_one() {
+        let h = gateway_hist();
+        let qs = [0.5, 0.95, 0.99, -1.0, 2.0];
+        let all = quantiles(qs, &h);
+        for (q, v) in qs.iter().zip(all) {
+            assert_eq!(v, quantile_of(*q, &h));
+        }
+        assert!(quantiles([0.5], &[(1.0, 1.0)])[0].is_nan());
+        assert_eq!(quantiles([1.5], &[(1.0, 1.0)])[0], INF);
     }
 
     #[test]

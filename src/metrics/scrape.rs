@@ -16,12 +16,12 @@ use crate::gateway::config::SecretRef;
 use crate::gateway::config::units::Dur;
 
 use super::aggregate::{Context, Increments, Pair, Reading, Traffic, increments, signals};
-use super::compare::{CanaryRoles, CompareConfig, Side, compare, p95_of};
+use super::compare::{CanaryRoles, CompareConfig, Side, compare};
 use super::history::{HistKey, Histories};
 use super::rate::Window;
 use super::{MetricsError, exposition, parse_url, read_body, redact_url, request_error, snippet};
 
-/// Largest exposition accepted; a 10,000-series exposition is about 1.5 MiB.
+/// Largest exposition accepted; a 10,000-series gateway exposition is about 0.9 MiB.
 const MAX_BODY: usize = 64 << 20;
 
 /// `kind = "scrape"`: read a signalbox gateway's admin `/metrics` directly.
@@ -163,20 +163,17 @@ impl ScrapeState {
             source: &self.source,
         };
 
-        let mut by_route: BTreeMap<String, BTreeMap<String, Traffic>> = BTreeMap::new();
+        // Pairs seen now or counted in the window; the window's counts where there are any.
+        let idle = Traffic::default();
+        let mut by_route: BTreeMap<&str, BTreeMap<&str, &Traffic>> = BTreeMap::new();
         for p in reading.pairs() {
             by_route
-                .entry(p.route.clone())
+                .entry(&p.route)
                 .or_default()
-                .entry(p.upstream.clone())
-                .or_default();
+                .insert(&p.upstream, &idle);
         }
         for (p, t) in &total.pairs {
-            *by_route
-                .entry(p.route.clone())
-                .or_default()
-                .entry(p.upstream.clone())
-                .or_default() = t.clone();
+            by_route.entry(&p.route).or_default().insert(&p.upstream, t);
         }
 
         let mut overall = Traffic::default();
@@ -188,23 +185,23 @@ impl ScrapeState {
                 route_total += t;
                 let s = signals(t, &ctx);
                 let key = HistKey::Upstream(Pair {
-                    route: route.clone(),
-                    upstream: upstream.clone(),
+                    route: route.to_string(),
+                    upstream: upstream.to_string(),
                 });
                 upstreams.push(UpstreamMetrics {
-                    upstream: upstream.clone(),
+                    upstream: upstream.to_string(),
                     history: self.histories.push(key, s.point(at.wall)),
                     signals: s,
                 });
             }
             overall += &route_total;
             let s = signals(&route_total, &ctx);
-            let comparison = self.comparison(route, ups, warm, reading, roles);
+            let comparison = self.comparison(route, ups, &upstreams, warm, reading, roles);
             routes.push(RouteMetrics {
-                route: route.clone(),
+                route: route.to_string(),
                 history: self
                     .histories
-                    .push(HistKey::Route(route.clone()), s.point(at.wall)),
+                    .push(HistKey::Route(route.to_string()), s.point(at.wall)),
                 signals: s,
                 upstreams,
                 comparison,
@@ -232,12 +229,13 @@ impl ScrapeState {
     fn comparison(
         &self,
         route: &str,
-        ups: &BTreeMap<String, Traffic>,
+        ups: &BTreeMap<&str, &Traffic>,
+        shown: &[UpstreamMetrics],
         warm: bool,
         reading: &Reading,
         roles: &CanaryRoles,
     ) -> Option<Comparison> {
-        let volumes: Vec<(&str, f64)> = ups.iter().map(|(u, t)| (u.as_str(), t.requests)).collect();
+        let volumes: Vec<(&str, f64)> = ups.iter().map(|(u, t)| (*u, t.requests)).collect();
         let (baseline, canary, role_source) = roles.choose(route, &volumes)?;
         if !warm {
             return Some(not_enough(
@@ -250,9 +248,14 @@ impl ScrapeState {
         let empty = Traffic::default();
         let has_req = reading.has_requests;
         let has_lat = reading.has_latency;
-        let side = |name: &'_ str| {
-            let t = ups.get(name).unwrap_or(&empty);
-            (t, p95_of(&t.buckets))
+        // The p95 already computed for the panel.
+        let side = |name: &str| {
+            let t = ups.get(name).copied().unwrap_or(&empty);
+            let p95 = shown
+                .iter()
+                .find(|u| u.upstream == name)
+                .and_then(|u| u.signals.latency_p95.get());
+            (t, p95)
         };
         let ((tb, pb), (tc, pc)) = (side(&baseline), side(&canary));
         Some(compare(
@@ -443,5 +446,221 @@ impl ScrapeSource {
 
     pub fn describe(&self) -> String {
         self.state.source.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::metrics::Verdict;
+
+    /// A scrape of the gateway after `n` blue and `n/2` green requests, 1% of each 5xx
+    /// and 99% under 100 ms, plus `extra` green requests that all failed slowly (in the
+    /// 0.1–1 s bucket). Every counter only grows as `n` and `extra` grow.
+    fn text(n: u64, extra: u64) -> String {
+        let g = n / 2;
+        let hist = |up: &str, total: u64, slow: u64| {
+            let fast = (total as f64 * 0.99).round() as u64;
+            let all = total + slow;
+            format!(
+                "signalbox_request_duration_seconds_bucket{{route=\"users\",upstream=\"{up}\",le=\"0.01\"}} {}\n\
+                 signalbox_request_duration_seconds_bucket{{route=\"users\",upstream=\"{up}\",le=\"0.1\"}} {fast}\n\
+                 signalbox_request_duration_seconds_bucket{{route=\"users\",upstream=\"{up}\",le=\"1\"}} {all}\n\
+                 signalbox_request_duration_seconds_bucket{{route=\"users\",upstream=\"{up}\",le=\"+Inf\"}} {all}\n",
+                fast / 2
+            )
+        };
+        format!(
+            "# TYPE signalbox_requests_total counter\n\
+             signalbox_requests_total{{route=\"users\",upstream=\"blue\",method=\"GET\",status_class=\"2xx\"}} {}\n\
+             signalbox_requests_total{{route=\"users\",upstream=\"blue\",method=\"GET\",status_class=\"5xx\"}} {}\n\
+             signalbox_requests_total{{route=\"users\",upstream=\"green\",method=\"GET\",status_class=\"2xx\"}} {}\n\
+             signalbox_requests_total{{route=\"users\",upstream=\"green\",method=\"GET\",status_class=\"5xx\"}} {}\n\
+             # TYPE signalbox_request_duration_seconds histogram\n{}{}\
+             # TYPE signalbox_rate_limited_total counter\n\
+             signalbox_rate_limited_total{{route=\"users\"}} {}\n",
+            n - n / 100,
+            n / 100,
+            g - g / 100,
+            g / 100 + extra,
+            hist("blue", n, 0),
+            hist("green", g, extra),
+            n / 10
+        )
+    }
+
+    fn at(secs: u64) -> ScrapeTime {
+        ScrapeTime {
+            wall: DateTime::from_timestamp(1_700_000_000 + secs as i64, 0).unwrap(),
+            mono: Duration::from_secs(secs),
+        }
+    }
+
+    fn state() -> ScrapeState {
+        ScrapeState::new(
+            "dev",
+            "scrape test",
+            Duration::from_secs(10),
+            60,
+            CompareConfig::default(),
+        )
+    }
+
+    fn rate(s: &MetricsSample, up: &str) -> Option<f64> {
+        s.route("users")?.upstream(up)?.signals.request_rate.get()
+    }
+
+    #[test]
+    fn first_scrape_lists_routes_but_waits_for_rates() {
+        let mut st = state();
+        let s = st
+            .ingest_text(&text(1000, 0), at(0), &CanaryRoles::default())
+            .unwrap();
+        let users = s.route("users").unwrap();
+        assert_eq!(users.upstreams.len(), 2);
+        assert!(matches!(users.signals.request_rate, Signal::NoData { .. }));
+        match &users.comparison.as_ref().unwrap().verdict {
+            Verdict::NotEnoughData { reason } => assert!(reason.contains("second scrape")),
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn rates_ratios_and_comparison_over_the_window() {
+        let mut st = state();
+        let roles = CanaryRoles::default();
+        st.ingest_text(&text(1000, 0), at(0), &roles).unwrap();
+        st.ingest_text(&text(3000, 0), at(2), &roles).unwrap();
+        let s = st.ingest_text(&text(5000, 0), at(4), &roles).unwrap();
+        assert_eq!(s.window_secs, 4.0);
+        assert_eq!(rate(&s, "blue"), Some(1000.0));
+        assert_eq!(rate(&s, "green"), Some(500.0));
+        let route = s.route("users").unwrap();
+        assert_eq!(route.signals.request_rate.get(), Some(1500.0));
+        assert_eq!(s.overall.request_rate.get(), Some(1500.0));
+        assert_eq!(
+            route
+                .upstream("blue")
+                .unwrap()
+                .signals
+                .error_ratio_5xx
+                .get(),
+            Some(0.01)
+        );
+        let c = route.comparison.as_ref().unwrap();
+        assert_eq!((c.baseline.as_str(), c.canary.as_str()), ("blue", "green"));
+        assert_eq!(c.verdict, Verdict::Pass, "{c:?}");
+        assert_eq!(route.history.len(), 3);
+        let g = s.gateway.unwrap();
+        assert_eq!(g.rate_limited[0].rate.get(), Some(100.0));
+
+        // Errors and latency on green: the next window fails it.
+        let s = st.ingest_text(&text(7000, 1000), at(6), &roles).unwrap();
+        let c = s.route("users").unwrap().comparison.clone().unwrap();
+        assert!(
+            matches!(c.verdict, Verdict::Fail { ref reasons } if reasons.len() == 2),
+            "{c:?}"
+        );
+    }
+
+    #[test]
+    fn old_intervals_leave_the_window() {
+        let mut st = state();
+        let roles = CanaryRoles::default();
+        st.ingest_text(&text(0, 0), at(0), &roles).unwrap();
+        st.ingest_text(&text(100_000, 0), at(5), &roles).unwrap();
+        let mut last = None;
+        for t in 1..=5 {
+            let n = 100_000 + t * 1000;
+            last = Some(st.ingest_text(&text(n, 0), at(5 + t * 2), &roles).unwrap());
+        }
+        // The burst interval (0..5) started more than 10 s before the end (15): gone.
+        let s = last.unwrap();
+        assert_eq!(s.window_secs, 10.0);
+        assert_eq!(rate(&s, "blue"), Some(500.0));
+    }
+
+    #[test]
+    fn a_gateway_restart_does_not_produce_negative_or_huge_rates() {
+        let mut st = state();
+        let roles = CanaryRoles::default();
+        st.ingest_text(&text(100_000, 0), at(0), &roles).unwrap();
+        let s = st.ingest_text(&text(200, 0), at(2), &roles).unwrap();
+        assert_eq!(rate(&s, "blue"), Some(100.0));
+    }
+
+    #[test]
+    fn malformed_text_leaves_the_state_alone() {
+        let mut st = state();
+        let roles = CanaryRoles::default();
+        st.ingest_text(&text(1000, 0), at(0), &roles).unwrap();
+        let e = st
+            .ingest_text(
+                "signalbox_requests_total{route=\"users\"} oops\n",
+                at(2),
+                &roles,
+            )
+            .unwrap_err();
+        assert_eq!(e.line, 1);
+        let s = st.ingest_text(&text(3000, 0), at(4), &roles).unwrap();
+        assert_eq!(rate(&s, "blue"), Some(500.0));
+    }
+
+    #[test]
+    fn a_clock_going_back_restarts_the_window() {
+        let mut st = state();
+        let roles = CanaryRoles::default();
+        st.ingest_text(&text(1000, 0), at(10), &roles).unwrap();
+        let s = st.ingest_text(&text(2000, 0), at(5), &roles).unwrap();
+        assert!(matches!(s.overall.request_rate, Signal::NoData { .. }));
+    }
+
+    #[test]
+    fn configured_roles_name_the_canary() {
+        let mut st = state();
+        let mut roles = CanaryRoles::default();
+        roles.set("users", "green", "blue");
+        st.ingest_text(&text(1000, 0), at(0), &roles).unwrap();
+        let s = st.ingest_text(&text(2000, 0), at(2), &roles).unwrap();
+        let c = s.route("users").unwrap().comparison.clone().unwrap();
+        assert_eq!(
+            (c.baseline.as_str(), c.canary.as_str(), c.roles),
+            ("green", "blue", RoleSource::Configured)
+        );
+    }
+
+    #[test]
+    fn a_missing_histogram_marks_latency_missing_but_keeps_rates() {
+        let mut st = state();
+        let roles = CanaryRoles::default();
+        let only_requests = |n: u64| {
+            format!(
+                "# TYPE signalbox_requests_total counter\n\
+                 signalbox_requests_total{{route=\"r\",upstream=\"u\",method=\"GET\",status_class=\"2xx\"}} {n}\n"
+            )
+        };
+        st.ingest_text(&only_requests(10), at(0), &roles).unwrap();
+        let s = st.ingest_text(&only_requests(30), at(2), &roles).unwrap();
+        let sig = &s.route("r").unwrap().signals;
+        assert_eq!(sig.request_rate.get(), Some(10.0));
+        assert!(
+            matches!(&sig.latency_p95, Signal::Missing { reason } if reason.contains("signalbox_request_duration_seconds"))
+        );
+    }
+
+    #[test]
+    fn config_checks() {
+        let mut c = ScrapeConfig::new("http://127.0.0.1:9080/metrics");
+        c.window = Dur::secs(1);
+        assert!(
+            ScrapeSource::new("dev", c)
+                .unwrap_err()
+                .to_string()
+                .contains("window")
+        );
+        let mut c = ScrapeConfig::new("http://127.0.0.1:9080/metrics");
+        c.bearer_token = Some(SecretRef::Env("SIGNALBOX_TEST_SURELY_UNSET_TOKEN".into()));
+        let e = ScrapeSource::new("dev", c).unwrap_err().to_string();
+        assert!(e.contains("SIGNALBOX_TEST_SURELY_UNSET_TOKEN"), "{e}");
     }
 }
