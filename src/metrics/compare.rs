@@ -39,6 +39,9 @@ impl Default for CompareConfig {
 
 impl CompareConfig {
     pub fn validate(&self) -> Result<(), String> {
+        if self.min_requests_per_side == 0 {
+            return Err("compare.min_requests_per_side must be at least 1".into());
+        }
         if !(self.alpha > 0.0 && self.alpha < 1.0) {
             return Err(format!(
                 "compare.alpha must be between 0 and 1, got {}",
@@ -178,7 +181,10 @@ pub fn compare(
             }
             Some(test)
         }
-        (Some(_), Some(_), Some(_), Some(_)) => None,
+        (Some(_), Some(_), Some(_), Some(_)) => {
+            missing.get_or_insert(format!("{b} or {c} had no requests in the window"));
+            None
+        }
         _ => {
             missing.get_or_insert(format!("5xx counts for {b} or {c} are unavailable"));
             None

@@ -1431,4 +1431,120 @@ mod tests {
         assert_eq!(s.r.base.as_str(), "http://127.0.0.1:9090/prom/");
         assert_eq!(s.grouped_jobs().len(), 19);
     }
+
+    /// A stand-in Prometheus API: every quantile query fails, everything else answers
+    /// per grouping; `down` makes every query fail. It insists on the bearer token.
+    async fn fake_prometheus(down: bool) -> (String, tokio::task::JoinHandle<()>) {
+        use axum::Form;
+        use axum::http::{HeaderMap, StatusCode};
+        use axum::routing::post;
+
+        async fn query(
+            headers: HeaderMap,
+            Form(f): Form<HashMap<String, String>>,
+            down: bool,
+        ) -> (StatusCode, String) {
+            if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer s3cret") {
+                return (StatusCode::UNAUTHORIZED, "no token".into());
+            }
+            if down {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "<h1>maintenance</h1>".into(),
+                );
+            }
+            let q = f.get("query").cloned().unwrap_or_default();
+            if q.contains("histogram_quantile") {
+                let body =
+                    r#"{"status":"error","errorType":"execution","error":"query timed out"}"#;
+                return (StatusCode::UNPROCESSABLE_ENTITY, body.into());
+            }
+            let result = if q.contains("by (route, upstream)") {
+                r#"[{"metric":{"route":"users","upstream":"blue"},"value":[1,"4"]},
+                    {"metric":{"route":"users","upstream":"green"},"value":[1,"1"]}]"#
+            } else if q.contains("by (route)") {
+                r#"[{"metric":{"route":"users"},"value":[1,"5"]}]"#
+            } else if q.contains("by (le, route, upstream)") {
+                "[]"
+            } else {
+                r#"[{"metric":{},"value":[1,"5"]}]"#
+            };
+            (
+                StatusCode::OK,
+                format!(
+                    r#"{{"status":"success","data":{{"resultType":"vector","result":{result}}}}}"#
+                ),
+            )
+        }
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new()
+            .route(
+                "/api/v1/query",
+                post(move |h: HeaderMap, f: Form<HashMap<String, String>>| query(h, f, down)),
+            )
+            .route(
+                "/api/v1/query_range",
+                post(|| async {
+                    r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#
+                }),
+            );
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        (format!("http://{addr}"), task)
+    }
+
+    fn token_file() -> (tempfile::NamedTempFile, SecretRef) {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), "s3cret\n").unwrap();
+        let r = SecretRef::File(f.path().to_path_buf());
+        (f, r)
+    }
+
+    #[tokio::test]
+    async fn a_failed_query_marks_only_its_signal() {
+        let (url, server) = fake_prometheus(false).await;
+        let (_f, token) = token_file();
+        let mut c = PromQlConfig::new(url);
+        c.bearer_token = Some(token);
+        let mut src = PromQlSource::new("prod", c).unwrap();
+        let s = src.sample(&CanaryRoles::default()).await.unwrap();
+        let users = s.route("users").unwrap();
+        assert_eq!(users.signals.request_rate.get(), Some(5.0));
+        let blue = &users.upstream("blue").unwrap().signals;
+        assert_eq!(blue.request_rate.get(), Some(4.0));
+        assert_eq!(blue.error_ratio_5xx.get(), Some(4.0));
+        assert!(
+            matches!(&blue.latency_p95, Signal::Error { message } if message == "latency_p95: execution: query timed out"),
+            "{:?}",
+            blue.latency_p95
+        );
+        assert_eq!(s.overall.request_rate.get(), Some(5.0));
+        // No bucket series: the latency side of the comparison cannot be judged.
+        assert!(users.comparison.is_some());
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn prometheus_down_is_one_error_without_secrets() {
+        let (url, server) = fake_prometheus(true).await;
+        let (_f, token) = token_file();
+        let mut c = PromQlConfig::new(url);
+        c.bearer_token = Some(token);
+        let mut src = PromQlSource::new("prod", c).unwrap();
+        let e = src
+            .sample(&CanaryRoles::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("all 19 Prometheus queries to http://127.0.0.1:"),
+            "{e}"
+        );
+        assert!(e.contains("HTTP 503: <h1>maintenance</h1>"), "{e}");
+        assert!(!e.contains("s3cret") && !format!("{src:?}").contains("s3cret"));
+        server.abort();
+    }
 }
