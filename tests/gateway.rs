@@ -9,6 +9,19 @@ use std::time::{Duration, Instant};
 use common::{Mode, client, gateway, json, upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+fn replace(
+    cfg: signalbox::gateway::config::GatewayConfig,
+) -> signalbox::gateway::state::ChangeRequest {
+    signalbox::gateway::state::ChangeRequest {
+        actor: "test".into(),
+        if_match: None,
+        kind: signalbox::gateway::state::ChangeKind::Replace {
+            config: Box::new(cfg),
+            text: None,
+        },
+    }
+}
+
 fn two_upstreams(blue: &str, green: &str, split: &str, extra_route: &str) -> String {
     format!(
         "
@@ -723,13 +736,13 @@ async fn reload_under_load_fails_no_request_and_bad_config_keeps_the_old() {
         let mut cfg = base.clone();
         let (bw, gw_) = if i % 2 == 0 { (0, 100) } else { (100, 0) };
         cfg.routes[0].split = [("blue".to_string(), bw), ("green".to_string(), gw_)].into();
-        state.apply(cfg, None).unwrap();
+        state.change(replace(cfg)).unwrap();
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     // A bad config is refused and the old one keeps serving.
     let mut bad = base.clone();
     bad.routes[0].split = [("purple".to_string(), 100)].into();
-    let err = match state.apply(bad, None) {
+    let err = match state.change(replace(bad)) {
         Ok(_) => panic!("a bad config was applied"),
         Err(e) => e.to_string(),
     };

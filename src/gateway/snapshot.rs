@@ -81,6 +81,8 @@ pub struct Route {
 }
 
 pub struct Snapshot {
+    /// The revision this snapshot is (0 until it is recorded).
+    pub revision: u64,
     pub config: Arc<GatewayConfig>,
     pub router: Router<Route>,
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
@@ -144,6 +146,7 @@ pub fn compile(cfg: Arc<GatewayConfig>, shared: &Shared) -> Result<Snapshot, Com
         entries.push((m, r.paths.clone(), r.exact_paths.clone(), route));
     }
     Ok(Snapshot {
+        revision: 0,
         hash: config_hash(&cfg),
         access_log: cfg.log.access_log,
         unrouted: shared.metrics.pair("", ""),

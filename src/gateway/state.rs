@@ -1,43 +1,174 @@
-//! The running config: the current snapshot behind an atomic pointer, and how a new
-//! config replaces it (validate → compile → swap, or keep the old one and say why).
+//! The running config: the current snapshot behind an atomic pointer, the revision
+//! history, and the one way a change gets in (validate → compile → persist → swap; on any
+//! error the running config is untouched).
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
 use super::config::{self, ConfigError, ConfigIssue, GatewayConfig};
+use super::revisions::{RevisionRecord, RevisionStore};
 use super::snapshot::{self, Shared, Snapshot};
+use crate::domain::{Change, FlagState, RevisionInfo};
+
+/// What a change asks for.
+#[derive(Clone, Debug)]
+pub enum ChangeKind {
+    /// Read the config file again.
+    Reload,
+    /// A whole new config (admin API); `text` locates errors.
+    Replace {
+        config: Box<GatewayConfig>,
+        text: Option<String>,
+    },
+    SetSplit {
+        route: String,
+        weights: BTreeMap<String, u32>,
+    },
+    Flip {
+        route: String,
+        to: Option<String>,
+    },
+    SetFlag {
+        key: String,
+        state: Option<FlagState>,
+        variant: Option<String>,
+    },
+    Rollback {
+        to: Option<u64>,
+    },
+    Rollforward,
+}
+
+#[derive(Clone, Debug)]
+pub struct ChangeRequest {
+    pub actor: String,
+    /// The revision the caller based the change on; a different head is a conflict.
+    pub if_match: Option<u64>,
+    pub kind: ChangeKind,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    #[error(
+        "the gateway is at revision {current}, not {expected}: someone else changed it; reload and retry"
+    )]
+    Conflict { current: u64, expected: u64 },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("cannot persist the revision: {0}")]
+    Storage(String),
+}
+
+/// Addresses given on the command line; they win over every config that comes later.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
+}
+
+impl Overrides {
+    fn apply(&self, c: &mut GatewayConfig) {
+        if let Some(l) = self.listen {
+            c.listen = l;
+        }
+        if let Some(a) = self.admin_listen {
+            c.admin.listen = a;
+        }
+    }
+}
 
 pub struct GatewayState {
     current: ArcSwap<Snapshot>,
     pub shared: Arc<Shared>,
     /// The config file, for reloads on SIGHUP or change.
     pub source: Option<PathBuf>,
-    generation: AtomicU64,
-    /// Serialises config changes; the request path never takes it.
-    change: std::sync::Mutex<()>,
+    overrides: Overrides,
+    /// Serialises changes and guards the history; the request path never takes it.
+    revisions: Mutex<RevisionStore>,
+}
+
+pub struct StartOptions {
+    pub source: Option<PathBuf>,
+    pub text: Option<String>,
+    pub overrides: Overrides,
+    pub state_dir: Option<PathBuf>,
+    /// Apply the file even when the state dir holds a later revision.
+    pub reset_to_file: bool,
 }
 
 impl GatewayState {
-    /// Compiles the first config. Errors are located in `text` when given.
-    pub fn new(
-        cfg: GatewayConfig,
-        source: Option<PathBuf>,
-        text: Option<&str>,
-    ) -> Result<Arc<Self>, ConfigError> {
+    /// Starts from the state dir's last revision when there is one, else from `cfg`.
+    pub fn start(mut cfg: GatewayConfig, opts: StartOptions) -> Result<Arc<Self>, ConfigError> {
+        opts.overrides.apply(&mut cfg);
+        let store = RevisionStore::open(opts.state_dir.as_deref())
+            .map_err(|e| single(&opts.source, e.to_string()))?;
         let shared = Shared::new();
-        let snap = compile(cfg, &shared, source.as_ref(), text)?;
+        let source_name = opts
+            .source
+            .as_ref()
+            .map_or_else(|| "<config>".into(), |p| p.display().to_string());
+        let file_hash = snapshot::config_hash(&cfg);
+        let (config, pending) = match store.head() {
+            Some(head) if !opts.reset_to_file => {
+                if head.info.hash != file_hash {
+                    tracing::warn!(
+                        revision = head.info.number,
+                        file = %source_name,
+                        "the config file differs from the last applied revision; serving the revision (restart with --reset-to-file, or reload, to apply the file)"
+                    );
+                }
+                let mut c = head.config.clone();
+                opts.overrides.apply(&mut c);
+                (c, None)
+            }
+            prior => {
+                let change = if prior.is_some() {
+                    Change::Reload {
+                        source: source_name.clone(),
+                    }
+                } else {
+                    Change::Start {
+                        source: source_name.clone(),
+                    }
+                };
+                let description = if prior.is_some() {
+                    format!("reset to {source_name}")
+                } else {
+                    format!("start from {source_name}")
+                };
+                (cfg, Some((change, description)))
+            }
+        };
+        let mut store = store;
+        let mut snap = compile(config, &shared, opts.source.as_ref(), opts.text.as_deref())?;
+        if let Some((change, description)) = pending {
+            let record = new_record(&store, "signalbox", description, change, &snap);
+            store
+                .append(record)
+                .map_err(|e| single(&opts.source, e.to_string()))?;
+        }
+        snap.revision = store.head_number();
         let state = Arc::new(Self {
             current: ArcSwap::from_pointee(snap),
             shared,
-            source,
-            generation: AtomicU64::new(1),
-            change: std::sync::Mutex::new(()),
+            source: opts.source,
+            overrides: opts.overrides,
+            revisions: Mutex::new(store),
         });
         state.after_swap();
         Ok(state)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RevisionStore> {
+        self.revisions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The snapshot to serve a request from. Cheap: one atomic increment.
@@ -45,46 +176,173 @@ impl GatewayState {
         self.current.load_full()
     }
 
-    /// How many configs have been applied (1 for the first).
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Relaxed)
+    pub fn revisions(&self) -> Vec<RevisionInfo> {
+        self.lock().list()
     }
 
-    /// Validates, compiles and swaps in `cfg`. On error the running config is untouched.
-    pub fn apply(
-        &self,
-        cfg: GatewayConfig,
-        text: Option<&str>,
-    ) -> Result<Arc<Snapshot>, ConfigError> {
-        let _guard = self.change.lock().unwrap_or_else(|e| e.into_inner());
-        let issues = config::validate(&cfg);
-        if !issues.is_empty() {
-            return Err(locate(issues, self.source.as_ref(), text));
+    pub fn revision(&self, n: u64) -> Option<RevisionRecord> {
+        self.lock().get(n).cloned()
+    }
+
+    /// The one way anything changes the running gateway.
+    pub fn change(&self, req: ChangeRequest) -> Result<(RevisionInfo, Arc<Snapshot>), ChangeError> {
+        let mut store = self.lock();
+        let head = store.head_number();
+        if let Some(expected) = req.if_match
+            && expected != head
+        {
+            return Err(ChangeError::Conflict {
+                current: head,
+                expected,
+            });
         }
-        let snap = Arc::new(compile(cfg, &self.shared, self.source.as_ref(), text)?);
+        let cur = self.snapshot();
+        let mut text = None;
+        let (config, change, description) = match req.kind {
+            ChangeKind::Reload => {
+                let path = self.source.clone().ok_or_else(|| {
+                    ChangeError::Invalid("this gateway was not started from a file".into())
+                })?;
+                let loaded = config::load_file(&path)?;
+                text = Some(loaded.text);
+                let source = path.display().to_string();
+                (
+                    loaded.config,
+                    Change::Reload {
+                        source: source.clone(),
+                    },
+                    format!("reload {source}"),
+                )
+            }
+            ChangeKind::Replace { config, text: t } => {
+                text = t;
+                (
+                    *config,
+                    Change::ReplaceConfig,
+                    "replace the config".to_string(),
+                )
+            }
+            ChangeKind::SetSplit { route, weights } => {
+                let c = with_split(&cur.config, &route, weights.clone())?;
+                let description = format!(
+                    "set {route} weights to {}",
+                    crate::domain::action::weights_text(&weights)
+                );
+                (c, Change::SetSplit { route, weights }, description)
+            }
+            ChangeKind::Flip { route, to } => {
+                let r = cur
+                    .config
+                    .routes
+                    .iter()
+                    .find(|r| r.name == route)
+                    .ok_or_else(|| ChangeError::NotFound(format!("no route {route:?}")))?;
+                let target = flip_target(&r.split, to.as_deref()).map_err(ChangeError::Invalid)?;
+                let weights: BTreeMap<String, u32> = r
+                    .split
+                    .keys()
+                    .map(|k| (k.clone(), if *k == target { 100 } else { 0 }))
+                    .collect();
+                let c = with_split(&cur.config, &route, weights.clone())?;
+                (
+                    c,
+                    Change::SetSplit {
+                        route: route.clone(),
+                        weights,
+                    },
+                    format!("flip {route} to {target}"),
+                )
+            }
+            ChangeKind::SetFlag { key, .. } => {
+                return Err(ChangeError::NotFound(format!(
+                    "no flag {key:?}: this gateway serves no flags"
+                )));
+            }
+            ChangeKind::Rollback { to } => {
+                let target = to.unwrap_or(head.saturating_sub(1));
+                if target == head {
+                    return Err(ChangeError::Invalid(format!(
+                        "revision {target} is already the current one"
+                    )));
+                }
+                let rec = store.get(target).ok_or_else(|| {
+                    ChangeError::NotFound(format!(
+                        "revision {target} is not in the history (kept: the last {})",
+                        super::revisions::KEEP
+                    ))
+                })?;
+                (
+                    rec.config.clone(),
+                    Change::Rollback {
+                        to: target,
+                        from: head,
+                    },
+                    format!("roll back to revision {target}"),
+                )
+            }
+            ChangeKind::Rollforward => {
+                let Some(Change::Rollback { from, .. }) =
+                    store.head().map(|h| h.info.change.clone())
+                else {
+                    return Err(ChangeError::Invalid(
+                        "nothing to roll forward: the current revision is not a rollback".into(),
+                    ));
+                };
+                let rec = store.get(from).ok_or_else(|| {
+                    ChangeError::NotFound(format!("revision {from} is no longer in the history"))
+                })?;
+                (
+                    rec.config.clone(),
+                    Change::Rollforward {
+                        to: from,
+                        from: head,
+                    },
+                    format!("roll forward to revision {from}"),
+                )
+            }
+        };
+        let mut config = config;
+        self.overrides.apply(&mut config);
+        if config.listen != cur.config.listen || config.admin.listen != cur.config.admin.listen {
+            return Err(ChangeError::Invalid(format!(
+                "listen addresses cannot change at run time (running on {} and {}); restart the gateway to move them",
+                cur.config.listen, cur.config.admin.listen
+            )));
+        }
+        let issues = config::validate(&config);
+        if !issues.is_empty() {
+            return Err(locate(issues, self.source.as_ref(), text.as_deref()).into());
+        }
+        let mut snap = compile(config, &self.shared, self.source.as_ref(), text.as_deref())?;
+        let record = new_record(&store, &req.actor, description, change, &snap);
+        let info = record.info.clone();
+        store
+            .append(record)
+            .map_err(|e| ChangeError::Storage(e.to_string()))?;
+        snap.revision = info.number;
+        let snap = Arc::new(snap);
         self.current.store(snap.clone());
-        self.generation.fetch_add(1, Ordering::Relaxed);
+        drop(store);
         self.after_swap();
-        Ok(snap)
+        tracing::info!(revision = info.number, actor = %info.actor, change = %info.description, "revision applied");
+        Ok((info, snap))
     }
 
-    /// Re-reads the config file. A bad file leaves the running config as it was.
-    pub fn reload_from_file(&self) -> Result<Arc<Snapshot>, ConfigError> {
-        let Some(path) = &self.source else {
-            return Err(ConfigError(vec![ConfigIssue {
-                file: "<none>".into(),
-                line: 1,
-                col: 1,
-                path: String::new(),
-                message: "this gateway was not started from a file".into(),
-            }]));
-        };
-        let loaded = config::load_file(path)?;
-        self.apply(loaded.config, Some(&loaded.text))
+    /// Re-reads the config file as a new revision. A bad file leaves everything as it was.
+    pub fn reload_from_file(
+        &self,
+        actor: &str,
+    ) -> Result<(RevisionInfo, Arc<Snapshot>), ChangeError> {
+        self.change(ChangeRequest {
+            actor: actor.into(),
+            if_match: None,
+            kind: ChangeKind::Reload,
+        })
     }
 
     fn after_swap(&self) {
         let snap = self.snapshot();
+        self.shared.metrics.set_revision(snap.revision);
         self.shared
             .targets
             .sync_health_checks(&snap.config.upstreams);
@@ -98,6 +356,66 @@ impl GatewayState {
     }
 }
 
+fn new_record(
+    store: &RevisionStore,
+    actor: &str,
+    description: String,
+    change: Change,
+    snap: &Snapshot,
+) -> RevisionRecord {
+    RevisionRecord {
+        info: RevisionInfo {
+            number: store.next_number(),
+            time: chrono::Utc::now(),
+            actor: actor.to_string(),
+            description,
+            change,
+            hash: snap.hash.clone(),
+        },
+        config: snap.config.as_ref().clone(),
+        flags: None,
+    }
+}
+
+fn with_split(
+    cfg: &GatewayConfig,
+    route: &str,
+    weights: BTreeMap<String, u32>,
+) -> Result<GatewayConfig, ChangeError> {
+    let mut c = cfg.clone();
+    let r = c
+        .routes
+        .iter_mut()
+        .find(|r| r.name == route)
+        .ok_or_else(|| ChangeError::NotFound(format!("no route {route:?}")))?;
+    r.split = weights;
+    Ok(c)
+}
+
+/// Where a flip sends all traffic: `to` when named, else the other side of a two-way split.
+pub fn flip_target(split: &BTreeMap<String, u32>, to: Option<&str>) -> Result<String, String> {
+    if let Some(to) = to {
+        return if split.contains_key(to) {
+            Ok(to.to_string())
+        } else {
+            Err(format!(
+                "{to:?} is not in this route's split ({})",
+                split.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        };
+    }
+    if split.len() != 2 {
+        return Err(format!(
+            "this route splits over {} upstreams; name the one to flip to",
+            split.len()
+        ));
+    }
+    // The side with less traffic now is the one to flip to.
+    let sides: Vec<(&String, &u32)> = split.iter().collect();
+    let (x, y) = (sides[0], sides[1]);
+    Ok(if x.1 <= y.1 { x.0.clone() } else { y.0.clone() })
+}
+
 fn compile(
     cfg: GatewayConfig,
     shared: &Shared,
@@ -106,6 +424,18 @@ fn compile(
 ) -> Result<Snapshot, ConfigError> {
     snapshot::compile(Arc::new(cfg), shared)
         .map_err(|(path, msg)| locate(vec![(path, msg)], source, text))
+}
+
+fn single(source: &Option<PathBuf>, message: String) -> ConfigError {
+    ConfigError(vec![ConfigIssue {
+        file: source
+            .as_ref()
+            .map_or_else(|| "<config>".into(), |p| p.display().to_string()),
+        line: 1,
+        col: 1,
+        path: String::new(),
+        message,
+    }])
 }
 
 fn locate(
@@ -130,4 +460,22 @@ fn locate(
             })
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flip_picks_the_quiet_side_or_the_named_one() {
+        let s: BTreeMap<String, u32> = [("blue".into(), 100), ("green".into(), 0)].into();
+        assert_eq!(flip_target(&s, None).unwrap(), "green");
+        let s: BTreeMap<String, u32> = [("blue".into(), 0), ("green".into(), 100)].into();
+        assert_eq!(flip_target(&s, None).unwrap(), "blue");
+        assert_eq!(flip_target(&s, Some("green")).unwrap(), "green");
+        assert!(flip_target(&s, Some("red")).is_err());
+        let three: BTreeMap<String, u32> =
+            [("a".into(), 1), ("b".into(), 1), ("c".into(), 1)].into();
+        assert!(flip_target(&three, None).is_err());
+    }
 }

@@ -351,6 +351,14 @@ pub fn validate(c: &GatewayConfig) -> Vec<(String, String)> {
                 );
             }
         }
+        if let Some(c) = &r.canary
+            && !r.split.contains_key(c)
+        {
+            err(
+                format!("{base}.canary"),
+                format!("the canary {c:?} must be one of the route's split upstreams"),
+            );
+        }
         if let Some(Sticky::Header(h) | Sticky::Cookie(h)) = &r.sticky
             && h.is_empty()
         {

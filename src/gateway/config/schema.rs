@@ -328,6 +328,10 @@ pub struct RouteConfig {
     pub split: BTreeMap<String, u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_by_header: Option<HeaderCanary>,
+    /// Which upstream is the canary, for `ctl canary` and the cockpit. Defaults to the
+    /// header canary's upstream; a two-way split without either has no canary side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sticky: Option<Sticky>,
     /// Remove the matched prefix before forwarding.
