@@ -5,6 +5,9 @@
 //! `If-Match` revision: a stale one answers 409 with the current revision, so two operators
 //! cannot overwrite each other blindly. Every change becomes a revision.
 
+// Errors here are whole HTTP responses, built once per failed call: size does not matter.
+#![allow(clippy::result_large_err)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
