@@ -4,6 +4,7 @@
 //! ([`gateway`], [`metrics`], [`cli`]).
 
 pub mod cli;
+pub mod control;
 pub mod domain;
 pub mod flags;
 pub mod gateway;

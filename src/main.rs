@@ -19,6 +19,8 @@ enum Command {
     /// Check or convert gateway configs.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Inspect and change environments from scripts and pipelines.
+    Ctl(cli::ctl::CtlArgs),
 }
 
 #[derive(Subcommand)]
@@ -32,6 +34,7 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Config(ConfigCommand::Check { file }) => cli::config::check(&file),
         Command::Gateway(args) => run_async(cli::gateway::run(args)),
+        Command::Ctl(args) => run_async(async { Ok(cli::ctl::run(args).await) }),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

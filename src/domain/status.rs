@@ -167,9 +167,46 @@ pub enum Change {
     },
 }
 
+/// Where a flip sends all traffic: `to` when named, else the other side of a two-way split
+/// (the side with less traffic now).
+pub fn flip_target(split: &BTreeMap<String, u32>, to: Option<&str>) -> Result<String, String> {
+    if let Some(to) = to {
+        return if split.contains_key(to) {
+            Ok(to.to_string())
+        } else {
+            Err(format!(
+                "{to:?} is not in this route's split ({})",
+                split.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        };
+    }
+    if split.len() != 2 {
+        return Err(format!(
+            "this route splits over {} upstreams; name the one to flip to",
+            split.len()
+        ));
+    }
+    let sides: Vec<(&String, &u32)> = split.iter().collect();
+    let (x, y) = (sides[0], sides[1]);
+    Ok(if x.1 <= y.1 { x.0.clone() } else { y.0.clone() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flip_picks_the_quiet_side_or_the_named_one() {
+        let s: BTreeMap<String, u32> = [("blue".into(), 100), ("green".into(), 0)].into();
+        assert_eq!(flip_target(&s, None).unwrap(), "green");
+        let s: BTreeMap<String, u32> = [("blue".into(), 0), ("green".into(), 100)].into();
+        assert_eq!(flip_target(&s, None).unwrap(), "blue");
+        assert_eq!(flip_target(&s, Some("green")).unwrap(), "green");
+        assert!(flip_target(&s, Some("red")).is_err());
+        let three: BTreeMap<String, u32> =
+            [("a".into(), 1), ("b".into(), 1), ("c".into(), 1)].into();
+        assert!(flip_target(&three, None).is_err());
+    }
 
     fn route(split: &[(&str, u32)], canary: Option<&str>) -> RouteStatus {
         RouteStatus {
