@@ -9,3 +9,4 @@ pub mod domain;
 pub mod flags;
 pub mod gateway;
 pub mod metrics;
+pub mod sandbox;

@@ -14,6 +14,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Three local environments with live traffic: the place to start.
+    Sandbox(cli::sandbox::SandboxArgs),
     /// Run the API gateway.
     Gateway(cli::gateway::GatewayArgs),
     /// Check or convert gateway configs.
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Config(ConfigCommand::Check { file }) => cli::config::check(&file),
+        Command::Sandbox(args) => run_async(cli::sandbox::run(args)),
         Command::Gateway(args) => run_async(cli::gateway::run(args)),
         Command::Ctl(args) => run_async(async { Ok(cli::ctl::run(args).await) }),
     };

@@ -19,7 +19,17 @@ pub struct CockpitConfig {
     /// Colour theme for the TUI.
     #[serde(default)]
     pub theme: Option<String>,
+    /// Present when the environments are a running `signalbox sandbox`.
+    #[serde(default)]
+    pub sandbox: Option<SandboxRef>,
     pub environments: Vec<EnvDef>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxRef {
+    /// The sandbox control API (fault injection).
+    pub control_url: String,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
