@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize, de};
 
 use super::units::{ByteSize, Dur};
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     /// Where clients connect. `--listen` overrides it.
@@ -181,7 +181,7 @@ impl<'de> Deserialize<'de> for SecretRef {
         #[serde(untagged)]
         enum Either {
             Map(Raw),
-            Inline(serde_json::Value),
+            Inline(de::IgnoredAny),
         }
         match Either::deserialize(d)? {
             Either::Map(Raw {
