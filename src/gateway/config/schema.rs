@@ -200,7 +200,8 @@ impl<'de> Deserialize<'de> for SecretRef {
     }
 }
 
-const INLINE_SECRET: &str = "secrets must not be written inline; refer to them as { env: NAME } or { file: PATH }";
+const INLINE_SECRET: &str =
+    "secrets must not be written inline; refer to them as { env: NAME } or { file: PATH }";
 
 /// A trap for a secret written straight into the config: deserialising it always fails
 /// with an explanation, and the value is never kept.

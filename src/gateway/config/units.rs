@@ -71,7 +71,7 @@ impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0;
         for (unit, mult) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-            if n >= mult && n % mult == 0 {
+            if n >= mult && n.is_multiple_of(mult) {
                 return write!(f, "{}{unit}", n / mult);
             }
         }

@@ -119,7 +119,7 @@ fn checked_rsa(k: &DecodingKey) -> Result<DecodingKey, String> {
         ));
     }
     let e_val = be_u64(&e).ok_or_else(|| "has an invalid RSA exponent".to_string())?;
-    if e_val < 3 || e_val % 2 == 0 || e_val > (1 << 33) - 1 {
+    if e_val < 3 || e_val.is_multiple_of(2) || e_val > (1 << 33) - 1 {
         return Err("has an invalid RSA exponent".into());
     }
     Ok(DecodingKey::from_rsa_raw_components(&n, &e))
