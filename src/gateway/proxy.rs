@@ -101,7 +101,7 @@ pub async fn handle(
         }
     };
 
-    let resp = match request_filter(route, &mut ctx, &mut parts, peer, preflight) {
+    let resp = match request_filter(route, &mut ctx, &mut parts, peer, preflight).await {
         Ok(Phase::Continue { sticky_key }) => {
             let backend = upstream_peer(route, &parts.headers, sticky_key);
             let uri = parts.uri.clone();
@@ -141,7 +141,7 @@ enum Phase {
     Answer(HeaderMap),
 }
 
-fn request_filter(
+async fn request_filter(
     route: &Route,
     ctx: &mut Ctx,
     parts: &mut http::request::Parts,
@@ -163,6 +163,32 @@ fn request_filter(
         }
         api_key_hash = Some(who.key_hash);
         consumer = Some(who.consumer);
+    }
+    if let Some(jwt) = &f.jwt {
+        let auth = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        match jwt.verify(auth).await {
+            Ok(v) => {
+                if consumer.is_none()
+                    && let Some(c) = v.consumer
+                {
+                    if let Ok(h) = HeaderValue::from_str(&c) {
+                        parts.headers.insert(CONSUMER_HEADER.clone(), h);
+                    }
+                    consumer = Some(c.into());
+                }
+            }
+            Err(e) => {
+                let mut r = Reject::new(StatusCode::UNAUTHORIZED, e.code.as_str(), e.message);
+                r.headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(super::filters::jwt::WWW_AUTHENTICATE),
+                );
+                return Err(r);
+            }
+        }
     }
     if let Some(rl) = &f.rate_limit {
         ctx.allowance = Some(rl.check(&KeySource {

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use super::config::{GatewayConfig, RouteConfig, Sticky};
 use super::filters::cors::CorsFilter;
 use super::filters::headers::HeaderRules;
+use super::filters::jwt::JwtVerifier;
 use super::filters::key_auth::{KeyAuthFilter, KeyTable};
 use super::filters::rate_limit::{LimiterRegistry, RateLimitFilter};
 use super::metrics::{GatewayMetrics, PairMetrics};
@@ -61,6 +62,7 @@ pub struct HeaderCanaryRule {
 pub struct Filters {
     pub cors: Option<CorsFilter>,
     pub key_auth: Option<KeyAuthFilter>,
+    pub jwt: Option<JwtVerifier>,
     pub rate_limit: Option<RateLimitFilter>,
     pub max_body: Option<u64>,
     pub request_headers: Option<HeaderRules>,
@@ -101,7 +103,19 @@ pub fn config_hash(c: &GatewayConfig) -> String {
     hex::encode(Sha256::digest(&canonical))
 }
 
-pub fn compile(cfg: Arc<GatewayConfig>, shared: &Shared) -> Result<Snapshot, CompileError> {
+/// Paths in a config are relative to the config file's directory.
+fn resolve_path(base_dir: Option<&std::path::Path>, p: &std::path::Path) -> std::path::PathBuf {
+    match base_dir {
+        Some(d) if p.is_relative() => d.join(p),
+        _ => p.to_path_buf(),
+    }
+}
+
+pub fn compile(
+    cfg: Arc<GatewayConfig>,
+    shared: &Shared,
+    base_dir: Option<&std::path::Path>,
+) -> Result<Snapshot, CompileError> {
     let mut upstreams = BTreeMap::new();
     for (name, u) in &cfg.upstreams {
         let built = shared
@@ -122,7 +136,7 @@ pub fn compile(cfg: Arc<GatewayConfig>, shared: &Shared) -> Result<Snapshot, Com
 
     let mut entries = Vec::with_capacity(cfg.routes.len());
     for (i, r) in cfg.routes.iter().enumerate() {
-        let route = compile_route(i, r, &cfg, &upstreams, &keys, shared)?;
+        let route = compile_route(i, r, &cfg, &upstreams, &keys, shared, base_dir)?;
         let m = RouteMatch {
             methods: r
                 .methods
@@ -163,6 +177,7 @@ fn compile_route(
     upstreams: &BTreeMap<String, Arc<Upstream>>,
     keys: &Arc<KeyTable>,
     shared: &Shared,
+    base_dir: Option<&std::path::Path>,
 ) -> Result<Route, CompileError> {
     let base = format!("routes[{i}]");
     let mut backends = Vec::new();
@@ -219,13 +234,6 @@ fn compile_route(
 
     let plugins = r.plugins.over(&cfg.defaults);
     let pbase = format!("{base}.plugins");
-    if plugins.jwt.is_some() {
-        // Never serve a route unprotected because a filter is missing.
-        return Err((
-            format!("{pbase}.jwt"),
-            "the jwt filter is not available in this build".into(),
-        ));
-    }
     let filters = Filters {
         cors: plugins
             .cors
@@ -239,6 +247,12 @@ fn compile_route(
             .map(|k| KeyAuthFilter::new(k, keys.clone()))
             .transpose()
             .map_err(|e| (format!("{pbase}.key_auth"), e))?,
+        jwt: plugins
+            .jwt
+            .as_ref()
+            .map(|j| JwtVerifier::build_now(j, &|p| resolve_path(base_dir, p)))
+            .transpose()
+            .map_err(|e| (format!("{pbase}.jwt"), e))?,
         rate_limit: plugins
             .rate_limit
             .as_ref()

@@ -399,7 +399,7 @@ fn compile(
     source: Option<&PathBuf>,
     text: Option<&str>,
 ) -> Result<Snapshot, ConfigError> {
-    snapshot::compile(Arc::new(cfg), shared)
+    snapshot::compile(Arc::new(cfg), shared, source.and_then(|p| p.parent()))
         .map_err(|(path, msg)| locate(vec![(path, msg)], source, text))
 }
 
