@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod gateway;
+pub mod import_kong;
 
 use tracing_subscriber::EnvFilter;
 
