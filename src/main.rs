@@ -29,12 +29,28 @@ enum Command {
 enum ConfigCommand {
     /// Validate a gateway config: exit 0, or exit 1 with FILE:LINE:COL: field.path: message.
     Check { file: PathBuf },
+    /// Convert a Kong declarative config (3.0) to native YAML on stdout.
+    ImportKong {
+        file: PathBuf,
+        /// Write inline credentials here as NAME=value lines (mode 0600); else their names go to stderr.
+        #[arg(long)]
+        secrets_out: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Config(ConfigCommand::Check { file }) => cli::config::check(&file),
+        Command::Config(ConfigCommand::ImportKong { file, secrets_out }) => {
+            match cli::import_kong::run_import(&file, secrets_out.as_deref()) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("signalbox config import-kong: {e:#}");
+                    1
+                }
+            }
+        }
         Command::Sandbox(args) => run_async(cli::sandbox::run(args)),
         Command::Gateway(args) => run_async(cli::gateway::run(args)),
         Command::Ctl(args) => run_async(async { Ok(cli::ctl::run(args).await) }),

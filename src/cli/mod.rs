@@ -3,6 +3,7 @@
 pub mod config;
 pub mod ctl;
 pub mod gateway;
+pub mod import_kong;
 pub mod sandbox;
 
 use tracing_subscriber::EnvFilter;

@@ -1,6 +1,7 @@
 //! Gateway config: parse the native YAML, validate it, and report every problem as
 //! `FILE:LINE:COL: field.path: message`.
 
+pub mod kong;
 mod locate;
 mod schema;
 pub mod units;
