@@ -1,6 +1,7 @@
 //! One file per subcommand. `main.rs` only parses arguments and dispatches here.
 
 pub mod config;
+pub mod flags;
 pub mod gateway;
 
 use tracing_subscriber::EnvFilter;
