@@ -23,6 +23,9 @@ enum Command {
     Config(ConfigCommand),
     /// Inspect and change environments from scripts and pipelines.
     Ctl(cli::ctl::CtlArgs),
+    /// Evaluate feature flags (OpenFeature flagd format).
+    #[command(subcommand)]
+    Flags(cli::flags::FlagsCommand),
 }
 
 #[derive(Subcommand)]
@@ -53,6 +56,13 @@ fn main() -> ExitCode {
         }
         Command::Sandbox(args) => run_async(cli::sandbox::run(args)),
         Command::Gateway(args) => run_async(cli::gateway::run(args)),
+        Command::Flags(cmd) => match cli::flags::run(cmd) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("signalbox flags: {e:#}");
+                1
+            }
+        },
         Command::Ctl(args) => run_async(async { Ok(cli::ctl::run(args).await) }),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))

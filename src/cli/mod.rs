@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod ctl;
+pub mod flags;
 pub mod gateway;
 pub mod import_kong;
 pub mod sandbox;
