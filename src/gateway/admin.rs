@@ -55,6 +55,8 @@ pub fn router(state: Arc<GatewayState>, token: Option<Secret>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/ofrep/v1/evaluate/flags/{key}", post(ofrep_one))
+        .route("/ofrep/v1/evaluate/flags", post(ofrep_all))
         .merge(api)
         .with_state(admin)
 }
@@ -545,6 +547,42 @@ async fn post_config(State(a): State<Admin>, headers: HeaderMap, body: Bytes) ->
         }
         Err(e) => change_error(&ChangeError::Config(e)),
     }
+}
+
+/// OFREP: services evaluate flags with any OpenFeature SDK's OFREP provider. Open like
+/// `/metrics`: it answers flag values, never changes them.
+async fn ofrep_one(State(a): State<Admin>, Path(key): Path<String>, body: Bytes) -> Response {
+    let snap = a.state.snapshot();
+    let Some(flags) = &snap.flags else {
+        return (StatusCode::NOT_FOUND, axum::Json(json!({"key": key, "errorCode": "FLAG_NOT_FOUND", "errorDetails": "this gateway serves no flags"}))).into_response();
+    };
+    let (status, v) = crate::flags::ofrep::evaluate_one(flags, &key, &body);
+    if let Some(variant) = v["variant"].as_str() {
+        a.state.shared.metrics.flag_evaluated(&key, variant);
+    }
+    (
+        StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::OK),
+        axum::Json(v),
+    )
+        .into_response()
+}
+
+async fn ofrep_all(State(a): State<Admin>, body: Bytes) -> Response {
+    let snap = a.state.snapshot();
+    let Some(flags) = &snap.flags else {
+        return axum::Json(json!({"flags": []})).into_response();
+    };
+    let (status, v) = crate::flags::ofrep::evaluate_all(flags, &body);
+    for f in v["flags"].as_array().into_iter().flatten() {
+        if let (Some(k), Some(var)) = (f["key"].as_str(), f["variant"].as_str()) {
+            a.state.shared.metrics.flag_evaluated(k, var);
+        }
+    }
+    (
+        StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::OK),
+        axum::Json(v),
+    )
+        .into_response()
 }
 
 async fn openapi() -> Response {

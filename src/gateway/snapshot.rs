@@ -10,7 +10,7 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue, Method};
 use sha2::{Digest, Sha256};
 
-use super::config::{GatewayConfig, RouteConfig, Sticky};
+use super::config::{FlagGate, GatewayConfig, RouteConfig, Sticky};
 use super::filters::cors::CorsFilter;
 use super::filters::headers::HeaderRules;
 use super::filters::jwt::JwtVerifier;
@@ -20,6 +20,7 @@ use super::metrics::{GatewayMetrics, PairMetrics};
 use super::router::{RouteMatch, Router};
 use super::split::Split;
 use super::upstream::{TargetRegistry, Upstream};
+use crate::flags::FlagStore;
 
 /// Process-wide state that config snapshots share.
 pub struct Shared {
@@ -79,17 +80,48 @@ pub struct Route {
     pub sticky: Option<StickyKey>,
     pub strip_prefix: bool,
     pub preserve_host: bool,
+    pub flag: Option<CompiledGate>,
     pub filters: Filters,
+}
+
+/// A route's flag gate, with header names parsed once.
+pub struct CompiledGate {
+    pub key: String,
+    pub forward_headers: bool,
+    pub targeting_key: Option<HeaderName>,
+    pub context_headers: Vec<HeaderName>,
+}
+
+impl CompiledGate {
+    fn new(g: &FlagGate) -> Result<Self, String> {
+        let name = |h: &str| {
+            HeaderName::from_bytes(h.as_bytes())
+                .map_err(|_| format!("{h:?} is not a valid header name"))
+        };
+        Ok(Self {
+            key: g.key.clone(),
+            forward_headers: g.forward_headers,
+            targeting_key: g.targeting_key.as_deref().map(name).transpose()?,
+            context_headers: g
+                .context_headers
+                .iter()
+                .map(|h| name(h))
+                .collect::<Result<_, _>>()?,
+        })
+    }
 }
 
 pub struct Snapshot {
     /// The revision this snapshot is (0 until it is recorded).
     pub revision: u64,
+    /// The feature flags in force, when the config has any.
+    pub flags: Option<Arc<FlagStore>>,
     pub config: Arc<GatewayConfig>,
     pub router: Router<Route>,
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
     /// Metrics for requests that matched no route.
     pub unrouted: Arc<PairMetrics>,
+    pub metrics: Arc<GatewayMetrics>,
     pub access_log: bool,
     /// SHA-256 of the canonical config, hex.
     pub hash: String,
@@ -115,7 +147,27 @@ pub fn compile(
     cfg: Arc<GatewayConfig>,
     shared: &Shared,
     base_dir: Option<&std::path::Path>,
+    flags: Option<Arc<FlagStore>>,
 ) -> Result<Snapshot, CompileError> {
+    for (i, r) in cfg.routes.iter().enumerate() {
+        if let Some(gate) = &r.flag {
+            match &flags {
+                None => {
+                    return Err((
+                        format!("routes[{i}].flag"),
+                        "this route needs a flag, but the config has no `flags`".into(),
+                    ));
+                }
+                Some(f) if f.summary(&gate.key).is_none() => {
+                    return Err((
+                        format!("routes[{i}].flag.key"),
+                        format!("no flag {:?} in the flags", gate.key),
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
     let mut upstreams = BTreeMap::new();
     for (name, u) in &cfg.upstreams {
         let built = shared
@@ -161,9 +213,11 @@ pub fn compile(
     }
     Ok(Snapshot {
         revision: 0,
+        flags,
         hash: config_hash(&cfg),
         access_log: cfg.log.access_log,
         unrouted: shared.metrics.pair("", ""),
+        metrics: shared.metrics.clone(),
         router: Router::new(entries),
         upstreams,
         config: cfg,
@@ -298,6 +352,12 @@ fn compile_route(
         sticky,
         strip_prefix: r.strip_prefix,
         preserve_host: r.preserve_host,
+        flag: r
+            .flag
+            .as_ref()
+            .map(CompiledGate::new)
+            .transpose()
+            .map_err(|e| (format!("{base}.flag"), e))?,
         filters,
     })
 }

@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use super::config::{self, ConfigError, ConfigIssue, GatewayConfig};
+use super::config::{self, ConfigError, ConfigIssue, FlagsSource, GatewayConfig};
 use super::revisions::{RevisionRecord, RevisionStore};
 use super::snapshot::{self, Shared, Snapshot};
 use crate::domain::{Change, FlagState, RevisionInfo};
+use crate::flags::FlagStore;
 
 /// What a change asks for.
 #[derive(Clone, Debug)]
@@ -116,7 +117,12 @@ impl GatewayState {
             .as_ref()
             .map_or_else(|| "<config>".into(), |p| p.display().to_string());
         let file_hash = snapshot::config_hash(&cfg);
-        let (config, pending) = match store.head() {
+        let base_dir = opts
+            .source
+            .as_ref()
+            .and_then(|p| p.parent())
+            .map(|p| p.to_path_buf());
+        let (config, pending, flags) = match store.head() {
             Some(head) if !opts.reset_to_file => {
                 if head.info.hash != file_hash {
                     tracing::warn!(
@@ -127,7 +133,9 @@ impl GatewayState {
                 }
                 let mut c = head.config.clone();
                 opts.overrides.apply(&mut c);
-                (c, None)
+                let flags =
+                    flags_from_doc(head.flags.as_ref()).map_err(|e| single(&opts.source, e))?;
+                (c, None, flags)
             }
             prior => {
                 let change = if prior.is_some() {
@@ -144,11 +152,20 @@ impl GatewayState {
                 } else {
                     format!("start from {source_name}")
                 };
-                (cfg, Some((change, description)))
+                let flags = load_flags(&cfg, base_dir.as_deref()).map_err(|(p, m)| {
+                    locate(vec![(p, m)], opts.source.as_ref(), opts.text.as_deref())
+                })?;
+                (cfg, Some((change, description)), flags)
             }
         };
         let mut store = store;
-        let mut snap = compile(config, &shared, opts.source.as_ref(), opts.text.as_deref())?;
+        let mut snap = compile(
+            config,
+            &shared,
+            opts.source.as_ref(),
+            opts.text.as_deref(),
+            flags,
+        )?;
         if let Some((change, description)) = pending {
             let record = new_record(&store, "signalbox", description, change, &snap);
             store
@@ -198,6 +215,13 @@ impl GatewayState {
         }
         let cur = self.snapshot();
         let mut text = None;
+        let base_dir = self
+            .source
+            .as_ref()
+            .and_then(|p| p.parent())
+            .map(|p| p.to_path_buf());
+        let mut flags = cur.flags.clone();
+        let mut reload_flags = false;
         let (config, change, description) = match req.kind {
             ChangeKind::Reload => {
                 let path = self.source.clone().ok_or_else(|| {
@@ -206,6 +230,7 @@ impl GatewayState {
                 let loaded = config::load_file(&path)?;
                 text = Some(loaded.text);
                 let source = path.display().to_string();
+                reload_flags = true;
                 (
                     loaded.config,
                     Change::Reload {
@@ -216,6 +241,7 @@ impl GatewayState {
             }
             ChangeKind::Replace { config, text: t } => {
                 text = t;
+                reload_flags = true;
                 (
                     *config,
                     Change::ReplaceConfig,
@@ -254,10 +280,45 @@ impl GatewayState {
                     format!("flip {route} to {target}"),
                 )
             }
-            ChangeKind::SetFlag { key, .. } => {
-                return Err(ChangeError::NotFound(format!(
-                    "no flag {key:?}: this gateway serves no flags"
-                )));
+            ChangeKind::SetFlag {
+                key,
+                state,
+                variant,
+            } => {
+                let Some(current) = &cur.flags else {
+                    return Err(ChangeError::NotFound(format!(
+                        "no flag {key:?}: this gateway serves no flags"
+                    )));
+                };
+                let mut next = (**current).clone();
+                if let Some(st) = state {
+                    let st = match st {
+                        FlagState::Enabled => crate::flags::FlagState::Enabled,
+                        FlagState::Disabled => crate::flags::FlagState::Disabled,
+                    };
+                    next = next.with_state(&key, st).map_err(flag_edit_error)?;
+                }
+                if let Some(v) = &variant {
+                    next = next
+                        .with_default_variant(&key, v)
+                        .map_err(flag_edit_error)?;
+                }
+                flags = Some(Arc::new(next));
+                let description = crate::domain::Action::SetFlag {
+                    key: key.clone(),
+                    state,
+                    variant: variant.clone(),
+                }
+                .to_string();
+                (
+                    cur.config.as_ref().clone(),
+                    Change::SetFlag {
+                        key,
+                        state,
+                        variant,
+                    },
+                    description,
+                )
             }
             ChangeKind::Rollback { to } => {
                 let target = to.unwrap_or(head.saturating_sub(1));
@@ -272,6 +333,7 @@ impl GatewayState {
                         super::revisions::KEEP
                     ))
                 })?;
+                flags = flags_from_doc(rec.flags.as_ref()).map_err(ChangeError::Invalid)?;
                 (
                     rec.config.clone(),
                     Change::Rollback {
@@ -292,6 +354,7 @@ impl GatewayState {
                 let rec = store.get(from).ok_or_else(|| {
                     ChangeError::NotFound(format!("revision {from} is no longer in the history"))
                 })?;
+                flags = flags_from_doc(rec.flags.as_ref()).map_err(ChangeError::Invalid)?;
                 (
                     rec.config.clone(),
                     Change::Rollforward {
@@ -314,7 +377,18 @@ impl GatewayState {
         if !issues.is_empty() {
             return Err(locate(issues, self.source.as_ref(), text.as_deref()).into());
         }
-        let mut snap = compile(config, &self.shared, self.source.as_ref(), text.as_deref())?;
+        if reload_flags {
+            // A bad flag file rejects the whole change: the old flags stay.
+            flags = load_flags(&config, base_dir.as_deref())
+                .map_err(|(p, m)| locate(vec![(p, m)], self.source.as_ref(), text.as_deref()))?;
+        }
+        let mut snap = compile(
+            config,
+            &self.shared,
+            self.source.as_ref(),
+            text.as_deref(),
+            flags,
+        )?;
         let record = new_record(&store, &req.actor, description, change, &snap);
         let info = record.info.clone();
         store
@@ -374,7 +448,47 @@ fn new_record(
             hash: snap.hash.clone(),
         },
         config: snap.config.as_ref().clone(),
-        flags: None,
+        flags: snap
+            .flags
+            .as_ref()
+            .and_then(|f| serde_json::from_str(&f.to_json()).ok()),
+    }
+}
+
+/// Reads the flags a config names (a file, relative to the config, or inline).
+fn load_flags(
+    cfg: &GatewayConfig,
+    base_dir: Option<&std::path::Path>,
+) -> Result<Option<Arc<FlagStore>>, (String, String)> {
+    let store = match &cfg.flags {
+        None => return Ok(None),
+        Some(FlagsSource::File(p)) => {
+            let path = match base_dir {
+                Some(d) if p.is_relative() => d.join(p),
+                _ => p.clone(),
+            };
+            FlagStore::from_file(&path)
+                .map_err(|e| ("flags".to_string(), format!("{}: {e}", path.display())))?
+        }
+        Some(FlagsSource::Inline(v)) => FlagStore::from_json(&v.to_string())
+            .map_err(|e| ("flags".to_string(), e.to_string()))?,
+    };
+    Ok(Some(Arc::new(store)))
+}
+
+fn flags_from_doc(doc: Option<&serde_json::Value>) -> Result<Option<Arc<FlagStore>>, String> {
+    match doc {
+        None => Ok(None),
+        Some(v) => FlagStore::from_json(&v.to_string())
+            .map(|s| Some(Arc::new(s)))
+            .map_err(|e| format!("the revision's flags do not load: {e}")),
+    }
+}
+
+fn flag_edit_error(e: crate::flags::FlagEditError) -> ChangeError {
+    match e {
+        crate::flags::FlagEditError::UnknownFlag(_) => ChangeError::NotFound(e.to_string()),
+        other => ChangeError::Invalid(other.to_string()),
     }
 }
 
@@ -398,9 +512,15 @@ fn compile(
     shared: &Shared,
     source: Option<&PathBuf>,
     text: Option<&str>,
+    flags: Option<Arc<FlagStore>>,
 ) -> Result<Snapshot, ConfigError> {
-    snapshot::compile(Arc::new(cfg), shared, source.and_then(|p| p.parent()))
-        .map_err(|(path, msg)| locate(vec![(path, msg)], source, text))
+    snapshot::compile(
+        Arc::new(cfg),
+        shared,
+        source.and_then(|p| p.parent()),
+        flags,
+    )
+    .map_err(|(path, msg)| locate(vec![(path, msg)], source, text))
 }
 
 fn single(source: &Option<PathBuf>, message: String) -> ConfigError {

@@ -1,5 +1,7 @@
 //! The gateway's view of itself, as `GET /admin/state` reports it.
 
+use crate::domain::FlagState;
+use crate::domain::status::FlagStatus;
 use crate::domain::status::{
     GatewayStatus, HeaderCanaryStatus, RouteStatus, TargetStatus, UpstreamStatus,
 };
@@ -29,7 +31,25 @@ pub fn status(snap: &Snapshot) -> GatewayStatus {
                     .collect(),
             })
             .collect(),
-        flags: Vec::new(),
+        flags: snap
+            .flags
+            .as_ref()
+            .map(|f| {
+                f.summaries()
+                    .into_iter()
+                    .map(|s| FlagStatus {
+                        key: s.key,
+                        state: match s.state {
+                            crate::flags::FlagState::Enabled => FlagState::Enabled,
+                            crate::flags::FlagState::Disabled => FlagState::Disabled,
+                        },
+                        default_variant: s.default_variant,
+                        variants: s.variants.into_iter().map(|(n, _)| n).collect(),
+                        has_targeting: s.has_targeting,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 
