@@ -154,6 +154,56 @@ async fn the_sandbox_end_to_end() {
         assert_eq!((s, v["consumer"].as_str()), (200, Some("web-app")));
     }
 
+    // The flag-gated checkout is off, except for the beta cohort; flip it on with ctl.
+    let (s, _) = get(
+        &format!("{}/api/checkout", gw("dev")),
+        &[("x-user-id", "user-1")],
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (s, _) = get(
+        &format!("{}/api/checkout", gw("dev")),
+        &[("x-user-id", "beta-1")],
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (code, out) = run(&[
+        "ctl",
+        "--config",
+        &config,
+        "--env",
+        "dev",
+        "--yes",
+        "flag",
+        "new-checkout",
+        "on",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let (s, _) = get(
+        &format!("{}/api/checkout", gw("dev")),
+        &[("x-user-id", "beta-1")],
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (code, out) = run(&[
+        "ctl",
+        "--config",
+        &config,
+        "--env",
+        "dev",
+        "--yes",
+        "flag",
+        "new-checkout",
+        "off",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let (s, _) = get(
+        &format!("{}/api/checkout", gw("dev")),
+        &[("x-user-id", "beta-1")],
+    )
+    .await;
+    assert_eq!(s, 404, "a disabled flag closes the route for everyone");
+
     // Traffic flows on its own.
     let before = metric(&admin("stage"), "signalbox_requests_total").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -84,6 +84,26 @@ const ENVS: [EnvShape; 3] = [
     },
 ];
 
+/// The sandbox's flags: `new-checkout` gates `/api/checkout`, off by default except for
+/// the `beta-` cohort; `search-v2-ranking` is a string flag the services could read.
+const FLAGS: &str = r#"{
+  "metadata": {"owner": "sandbox"},
+  "flags": {
+    "new-checkout": {
+      "state": "ENABLED",
+      "variants": {"on": true, "off": false},
+      "defaultVariant": "off",
+      "targeting": {"if": [{"starts_with": [{"var": "targetingKey"}, "beta-"]}, "on", null]}
+    },
+    "search-ranking": {
+      "state": "ENABLED",
+      "variants": {"classic": "classic", "semantic": "semantic"},
+      "defaultVariant": "classic",
+      "targeting": {"fractional": [["classic", 90], ["semantic", 10]]}
+    }
+  }
+}"#;
+
 #[derive(Clone, Debug, Serialize)]
 pub struct EnvEndpoints {
     pub gateway: String,
@@ -164,6 +184,7 @@ impl RunningSandbox {
             }
             let gw_addr = addr(base + 100 * i as u32)?;
             let admin_addr = addr(base + 100 * i as u32 + 1)?;
+            std::fs::write(dir.join("flags.json"), FLAGS).map_err(|e| e.to_string())?;
             let yaml = gateway_config(env, base + 100 * i as u32, gw_addr, admin_addr, &dir);
             let cfg_path = dir.join("gateway.yaml");
             std::fs::write(&cfg_path, yaml).map_err(|e| e.to_string())?;
@@ -302,6 +323,7 @@ listen: {gw}
 admin: {{ listen: {admin}, token_file: {token} }}
 server: {{ shutdown_timeout: 1s }}
 log: {{ level: {level}, access_log: false }}
+flags: {flags}
 consumers:
   - {{ name: web-app, keys: [{{ file: {keys}/web-app }}] }}
   - {{ name: partner, keys: [{{ file: {keys}/partner }}] }}
@@ -334,9 +356,14 @@ routes:
       key_auth: {{ header: X-API-Key }}
       rate_limit: {{ per_minute: {rate}, by: consumer }}
       cors: {{ origins: [https://app.example.com], methods: [GET, POST, PUT], headers: [Content-Type, X-API-Key], max_age: 10m, credentials: true }}
+  - name: checkout
+    paths: [/api/checkout]
+    split: {{ orders-v1: 100 }}
+    flag: {{ key: new-checkout, targeting_key: X-User-Id, forward_headers: true }}
 ",
         name = env.name,
         token = dir.join("admin-token").display(),
+        flags = dir.join("flags.json").display(),
         level = env.log_level,
         keys = dir.join("keys").display(),
         to = env.timeout,

@@ -59,7 +59,16 @@ async fn one_request(c: &reqwest::Client, p: &TrafficPlan) -> reqwest::Result<()
             .post(format!("{}/api/users", p.base_url))
             .body(format!("{{\"name\":\"user-{id}\"}}")),
         40..65 => c.get(format!("{}/api/payments/{id}", p.base_url)),
-        65..85 => {
+        65..70 => {
+            let user = if fastrand::bool() {
+                format!("beta-{id}")
+            } else {
+                format!("user-{id}")
+            };
+            c.get(format!("{}/api/checkout", p.base_url))
+                .header("x-user-id", user)
+        }
+        70..85 => {
             let rb = c.get(format!("{}/api/search?q=item-{id}", p.base_url));
             if fastrand::u32(0..100) < 30 {
                 rb.header("x-canary", "true")
