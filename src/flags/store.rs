@@ -217,6 +217,26 @@ mod tests {
     }"##;
 
     #[test]
+    fn stores_can_be_shared_across_threads() {
+        // The gateway swaps stores behind an atomic pointer read by every worker thread.
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<FlagStore>();
+        let store = std::sync::Arc::new(FlagStore::from_json(FILE).unwrap());
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    let ctx = serde_json::json!({"email": format!("u{i}@example.com")});
+                    store.evaluate("new-checkout", &ctx).variant
+                })
+            })
+            .collect();
+        for handle in handles {
+            assert_eq!(handle.join().unwrap().as_deref(), Some("on"));
+        }
+    }
+
+    #[test]
     fn lists_flags_in_file_order() {
         let store = FlagStore::from_json(FILE).unwrap();
         assert_eq!(store.keys().collect::<Vec<_>>(), ["new-checkout", "banner"]);
