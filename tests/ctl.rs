@@ -115,6 +115,10 @@ async fn status_in_text_and_stable_json() {
         "{out}"
     );
     assert!(out.contains("payments") && out.contains("v2"), "{out}");
+    assert!(
+        out.contains("REQ/S") && out.contains("P95"),
+        "the metrics table: {out}"
+    );
 
     let (code, out, _) = ctl(&s, &["--output", "json", "status"]);
     assert_eq!(code, 0);
@@ -125,6 +129,20 @@ async fn status_in_text_and_stable_json() {
     assert_eq!(v["state"]["routes"][0]["split"]["blue"], 100);
     assert_eq!(v["state"]["routes"][1]["canary"], "v2");
     assert_eq!(v["state"]["upstreams"][0]["targets"][0]["healthy"], true);
+    let routes = v["metrics"]["routes"]
+        .as_array()
+        .expect("status JSON carries the metrics sample");
+    assert!(
+        routes.iter().any(|r| r["route"] == "users"),
+        "{}",
+        v["metrics"]
+    );
+    assert!(
+        v["metrics"]["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("scrape http://")
+    );
     assert!(!out.contains(TOKEN));
 }
 

@@ -11,7 +11,9 @@ use serde_json::json;
 use crate::control::audit::Journal;
 use crate::control::envfile::{self, CockpitConfig, ConfirmPolicy};
 use crate::control::{self, Env, Plan, PlanError, Report};
+use crate::domain::metrics::{Signal, Verdict};
 use crate::domain::{Action, FlagState, GatewayStatus, Outcome};
+use crate::metrics::{CanaryRoles, MetricsSample, MetricsSource};
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_ERROR: i32 = 1;
@@ -104,7 +106,8 @@ async fn run_inner(args: CtlArgs) -> Result<i32, String> {
                 .status()
                 .await
                 .map_err(|e| format!("{}: {e}", env.def.name))?;
-            print_status(&env, &s, args.output);
+            let metrics = sample_metrics(&env, &s).await;
+            print_status(&env, &s, &metrics, args.output);
             return Ok(EXIT_OK);
         }
         CtlCommand::Revisions => {
@@ -320,11 +323,45 @@ fn trunc(s: &str, n: usize) -> String {
     }
 }
 
-fn print_status(env: &Env, s: &GatewayStatus, output: Output) {
+/// Two samples a second apart: rates and ratios need a delta. A metrics failure is
+/// reported beside the state, never instead of it.
+async fn sample_metrics(env: &Env, s: &GatewayStatus) -> Result<MetricsSample, String> {
+    let mut roles = CanaryRoles::default();
+    for r in &s.routes {
+        if let Some((stable, canary)) = r.canary_pair() {
+            roles.set(r.name.clone(), stable, canary);
+        }
+    }
+    let mut source = MetricsSource::from_config(&env.def.name, &env.def.metrics_source())
+        .map_err(|e| e.to_string())?;
+    source.sample(&roles).await.map_err(|e| e.to_string())?;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    source.sample(&roles).await.map_err(|e| e.to_string())
+}
+
+fn signal_text(s: &Signal, scale: f64, unit: &str) -> String {
+    match s {
+        Signal::Value { value } => format!("{:.1}{unit}", value * scale),
+        Signal::NoData { .. } => "-".into(),
+        Signal::Missing { .. } => "n/a".into(),
+        Signal::Error { .. } => "error".into(),
+    }
+}
+
+fn print_status(
+    env: &Env,
+    s: &GatewayStatus,
+    metrics: &Result<MetricsSample, String>,
+    output: Output,
+) {
     if output == Output::Json {
+        let m = match metrics {
+            Ok(m) => json!(m),
+            Err(e) => json!({"error": e}),
+        };
         println!(
             "{}",
-            json!({"env": env.def.name, "admin_url": env.backend.address(), "state": s})
+            json!({"env": env.def.name, "admin_url": env.backend.address(), "state": s, "metrics": m})
         );
         return;
     }
@@ -394,6 +431,49 @@ fn print_status(env: &Env, s: &GatewayStatus, output: Output) {
             format!("{}/{}", u.healthy_targets(), u.targets.len()),
             targets
         );
+    }
+    println!();
+    match metrics {
+        Ok(m) => {
+            println!(
+                "{:<16} {:<18} {:>8} {:>7} {:>7} {:>9}  VERDICT (canary vs stable)",
+                "ROUTE", "UPSTREAM", "REQ/S", "5XX", "4XX", "P95"
+            );
+            for r in m.routes.iter().filter(|r| !r.route.is_empty()) {
+                let verdict = match r.comparison.as_ref().map(|c| &c.verdict) {
+                    Some(Verdict::Pass) => "pass".to_string(),
+                    Some(Verdict::Fail { reasons }) => format!("FAIL: {}", reasons.join("; ")),
+                    Some(Verdict::NotEnoughData { reason }) => {
+                        format!("not enough data ({reason})")
+                    }
+                    None => String::new(),
+                };
+                for (i, u) in r
+                    .upstreams
+                    .iter()
+                    .filter(|u| !u.upstream.is_empty())
+                    .enumerate()
+                {
+                    let sig = &u.signals;
+                    println!(
+                        "{:<16} {:<18} {:>8} {:>7} {:>7} {:>9}  {}",
+                        if i == 0 {
+                            trunc(&r.route, 16)
+                        } else {
+                            String::new()
+                        },
+                        trunc(&u.upstream, 18),
+                        signal_text(&sig.request_rate, 1.0, ""),
+                        signal_text(&sig.error_ratio_5xx, 100.0, "%"),
+                        signal_text(&sig.error_ratio_4xx, 100.0, "%"),
+                        signal_text(&sig.latency_p95, 1000.0, "ms"),
+                        if i == 0 { verdict.as_str() } else { "" }
+                    );
+                }
+            }
+            println!("(over {:.1}s, from {})", m.window_secs, m.source);
+        }
+        Err(e) => println!("metrics: unavailable: {e}"),
     }
     if !s.flags.is_empty() {
         println!();

@@ -54,6 +54,22 @@ pub struct EnvDef {
     pub canary_step: u32,
     #[serde(default)]
     pub freeze: Vec<FreezeWindow>,
+    /// Where the live panels come from; default: scrape the gateway's `/metrics` next to
+    /// `admin_url`.
+    #[serde(default)]
+    pub metrics: Option<crate::metrics::MetricsSourceConfig>,
+}
+
+impl EnvDef {
+    /// The configured metrics source, or a scrape of the gateway's own `/metrics`.
+    pub fn metrics_source(&self) -> crate::metrics::MetricsSourceConfig {
+        self.metrics.clone().unwrap_or_else(|| {
+            crate::metrics::MetricsSourceConfig::Scrape(crate::metrics::ScrapeConfig::new(format!(
+                "{}/metrics",
+                self.admin_url.trim_end_matches('/')
+            )))
+        })
+    }
 }
 
 fn default_step() -> u32 {

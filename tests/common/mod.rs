@@ -1,6 +1,8 @@
 //! Shared test harness: real upstream servers and real gateways on loopback sockets.
 #![allow(dead_code)]
 
+pub mod prometheus;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
