@@ -30,6 +30,9 @@ pub struct SandboxArgs {
     /// Do not delete the temporary state dir on exit.
     #[arg(long)]
     pub keep_state: bool,
+    /// Also start a real Prometheus (if installed) and read the panels through PromQL.
+    #[arg(long)]
+    pub prometheus: bool,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -98,6 +101,7 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<i32> {
         port_base: args.port_base,
         rps: args.rps,
         state_dir: state_dir.clone(),
+        prometheus: args.prometheus,
     })
     .await
     {

@@ -34,6 +34,8 @@ pub struct SandboxOptions {
     pub rps: u32,
     /// Where configs, revisions, keys and the audit journal go.
     pub state_dir: PathBuf,
+    /// Start a real Prometheus scraping the gateways, and point the panels at it (PromQL).
+    pub prometheus: bool,
 }
 
 /// One demo service version: (service, version, image, port offset, median latency ms).
@@ -126,6 +128,7 @@ pub struct RunningSandbox {
     pub endpoints: Endpoints,
     gateways: Vec<RunningGateway>,
     shutdown: CancellationToken,
+    prometheus: Option<std::process::Child>,
 }
 
 #[derive(Clone)]
@@ -249,6 +252,41 @@ impl RunningSandbox {
         }
 
         let control_addr = addr(base + 99)?;
+        let mut prometheus = None;
+        if opts.prometheus {
+            let prom_addr = addr(base + 98)?;
+            let admins: Vec<(String, String)> = envs
+                .iter()
+                .map(|(n, e)| (n.clone(), e.admin.trim_start_matches("http://").to_string()))
+                .collect();
+            match start_prometheus(&opts.state_dir, prom_addr, &admins) {
+                Ok(child) => prometheus = Some(child),
+                Err(e) => {
+                    shutdown.cancel();
+                    for g in gateways {
+                        RunningGateway::shutdown(g).await;
+                    }
+                    return Err(e);
+                }
+            }
+            // Each environment's block ends at the next `[[environments]]`; its metrics table
+            // goes at the end of its own block.
+            let blocks: Vec<String> = toml_envs
+                .split("\n[[environments]]\n")
+                .map(str::to_string)
+                .collect();
+            toml_envs = blocks
+                .iter()
+                .map(|b| {
+                    let name = b.lines().find_map(|l| l.strip_prefix("name = \"")).map(|n| n.trim_end_matches('"').to_string());
+                    match name {
+                        Some(n) => format!("{b}[environments.metrics]\nkind = \"promql\"\nurl = \"http://{prom_addr}\"\nselector = '{{env=\"{n}\"}}'\nwindow = \"10s\"\ninterval = \"2s\"\n"),
+                        None => b.clone(),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n[[environments]]\n");
+        }
         let config_path = opts.state_dir.join("signalbox.toml");
         let toml = format!(
             "# Written by `signalbox sandbox`: the environments of a running sandbox.\naudit_log = \"{}\"\n\n[sandbox]\ncontrol_url = \"http://{control_addr}\"\n{toml_envs}",
@@ -292,15 +330,64 @@ impl RunningSandbox {
             endpoints,
             gateways,
             shutdown,
+            prometheus,
         })
     }
 
     /// Stops traffic, gateways (draining briefly) and services.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.shutdown.cancel();
+        if let Some(mut p) = self.prometheus.take() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
         let stops = self.gateways.into_iter().map(RunningGateway::shutdown);
         futures_util::future::join_all(stops).await;
     }
+}
+
+/// Prometheus from `$PATH` (Debian's package), scraping every gateway each second, its
+/// data in the state dir. It runs as a child process and dies with the sandbox.
+fn start_prometheus(
+    state: &Path,
+    listen: SocketAddr,
+    admins: &[(String, String)],
+) -> Result<std::process::Child, String> {
+    let bin = std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("prometheus"))
+                .find(|p| p.is_file())
+        })
+        .ok_or("--prometheus needs Prometheus installed (e.g. apt-get install prometheus)")?;
+    std::net::TcpListener::bind(listen)
+        .map_err(|e| format!("port {} (prometheus) is not free: {e}", listen.port()))?;
+    let dir = state.join("prometheus");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let mut cfg = String::from(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n",
+    );
+    for (env, admin) in admins {
+        cfg.push_str(&format!("  - job_name: gateway-{env}\n    static_configs:\n      - targets: ['{admin}']\n        labels: {{ env: {env} }}\n"));
+    }
+    std::fs::write(dir.join("prometheus.yml"), cfg).map_err(|e| e.to_string())?;
+    let log = std::fs::File::create(dir.join("prometheus.log")).map_err(|e| e.to_string())?;
+    std::process::Command::new(bin)
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={listen}"))
+        .arg("--storage.tsdb.retention.time=2h")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot start prometheus: {e}"))
 }
 
 fn gateway_config(
