@@ -22,7 +22,8 @@ pub fn canary_bar(percent: u32) -> String {
     )
 }
 
-/// `users-blue 100% / users-green 0%`; compact drops the route-name prefix (`blue 100%`).
+/// `users-blue 100% / users-green 0%`; compact drops the route-name prefix (`blue 100%`),
+/// which the route column already says.
 pub fn split_text(r: &RouteStatus, compact: bool) -> String {
     let prefix = format!("{}-", r.name);
     r.split
@@ -69,12 +70,12 @@ pub fn draw(f: &mut Frame, area: Rect, env: &EnvState, theme: &Theme, wide: bool
         (
             vec!["route", "paths", "methods", "split", "canary", "filters"],
             vec![
-                Constraint::Length(12),
-                Constraint::Length(16),
                 Constraint::Length(10),
-                Constraint::Min(24),
+                Constraint::Length(14),
+                Constraint::Length(9),
+                Constraint::Fill(1),
                 Constraint::Length(17),
-                Constraint::Length(22),
+                Constraint::Length(16),
             ],
         )
     } else {
@@ -83,7 +84,7 @@ pub fn draw(f: &mut Frame, area: Rect, env: &EnvState, theme: &Theme, wide: bool
             vec![
                 Constraint::Length(10),
                 Constraint::Length(14),
-                Constraint::Min(14),
+                Constraint::Fill(1),
                 Constraint::Length(17),
             ],
         )
@@ -106,7 +107,7 @@ pub fn draw(f: &mut Frame, area: Rect, env: &EnvState, theme: &Theme, wide: bool
         let mut cells = vec![Cell::from(r.name.clone()), Cell::from(paths.join(" "))];
         if wide {
             cells.push(Cell::from(methods));
-            cells.push(Cell::from(split_text(r, false)));
+            cells.push(Cell::from(split_text(r, true)));
             cells.push(Cell::from(canary_cell(r, theme)));
             cells.push(Cell::from(Span::styled(r.filters.join(","), theme.dim)));
         } else {
