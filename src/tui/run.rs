@@ -384,3 +384,32 @@ pub async fn run(cfg: CockpitConfig, opts: TuiOptions) -> anyhow::Result<i32> {
     let _ = input.join();
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn press(code: KeyCode, modifiers: KeyModifiers) -> ct::KeyEvent {
+        ct::KeyEvent::new(code, modifiers)
+    }
+
+    #[test]
+    fn terminal_keys_map_to_cockpit_keys() {
+        assert_eq!(
+            key_from(&press(KeyCode::Char('c'), KeyModifiers::CONTROL)),
+            Some(Key::Interrupt)
+        );
+        assert_eq!(
+            key_from(&press(KeyCode::Char('c'), KeyModifiers::NONE)),
+            Some(Key::Char('c'))
+        );
+        assert_eq!(
+            key_from(&press(KeyCode::Char('R'), KeyModifiers::SHIFT)),
+            Some(Key::Char('R'))
+        );
+        assert_eq!(key_from(&press(KeyCode::F(1), KeyModifiers::NONE)), None);
+        let mut release = press(KeyCode::Char('f'), KeyModifiers::NONE);
+        release.kind = KeyEventKind::Release;
+        assert_eq!(key_from(&release), None, "a key counts once, on press");
+    }
+}

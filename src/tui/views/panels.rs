@@ -175,10 +175,17 @@ pub fn toasts(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let width = area.width.saturating_sub(2).min(70);
     let mut y = area.y + area.height;
     for t in app.toasts.iter().rev() {
-        if y < area.y + 3 || width < 10 {
+        if width < 10 {
             break;
         }
-        y -= 3;
+        // Long errors wrap (up to 4 lines) rather than being cut: a failure must be readable.
+        let inner = usize::from(width - 2);
+        let lines = t.text.chars().count().div_ceil(inner).clamp(1, 4) as u16;
+        let height = lines + 2;
+        if y < area.y + height {
+            break;
+        }
+        y -= height;
         let style = match t.kind {
             ToastKind::Success => theme.ok,
             ToastKind::Info => theme.accent,
@@ -188,7 +195,7 @@ pub fn toasts(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             x: area.x + area.width - width - 1,
             y,
             width,
-            height: 3,
+            height,
         };
         f.render_widget(Clear, r);
         f.render_widget(
