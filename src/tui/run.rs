@@ -290,6 +290,9 @@ pub async fn run(cfg: CockpitConfig, opts: TuiOptions) -> anyhow::Result<i32> {
             .unwrap_or_else(envfile::default_audit_log),
     ));
 
+    // The terminal first: if it cannot be set up, no poller has been started.
+    install_panic_hook();
+    let mut guard = TerminalGuard::enter()?;
     let (tx, mut rx) = mpsc::channel::<Msg>(256);
     let mut app = App::new(
         cfg.environments.clone(),
@@ -328,8 +331,6 @@ pub async fn run(cfg: CockpitConfig, opts: TuiOptions) -> anyhow::Result<i32> {
         tx: tx.clone(),
     };
 
-    install_panic_hook();
-    let mut guard = TerminalGuard::enter()?;
     let stop = Arc::new(AtomicBool::new(false));
     let input = spawn_input(tx.clone(), stop.clone());
     drop(tx);
