@@ -10,3 +10,4 @@ pub mod flags;
 pub mod gateway;
 pub mod metrics;
 pub mod sandbox;
+pub mod tui;
