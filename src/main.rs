@@ -9,7 +9,19 @@ use signalbox::cli;
 #[command(version, about)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// Environments file (default: ./signalbox.toml, then $XDG_CONFIG_HOME/signalbox/config.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Environment to open on.
+    #[arg(long)]
+    env: Option<String>,
+    /// Colour theme (NO_COLOR forces monochrome).
+    #[arg(long)]
+    theme: Option<String>,
+    /// Remove every key that changes anything.
+    #[arg(long)]
+    read_only: bool,
 }
 
 #[derive(Subcommand)]
@@ -43,7 +55,17 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let code = match cli.command {
+    let Some(command) = cli.command else {
+        let opts = signalbox::tui::TuiOptions {
+            env: cli.env,
+            read_only: cli.read_only,
+            theme: cli.theme,
+        };
+        return ExitCode::from(
+            u8::try_from(cli::cockpit(cli.config.as_deref(), opts)).unwrap_or(1),
+        );
+    };
+    let code = match command {
         Command::Config(ConfigCommand::Check { file }) => cli::config::check(&file),
         Command::Config(ConfigCommand::ImportKong { file, secrets_out }) => {
             match cli::import_kong::run_import(&file, secrets_out.as_deref()) {

@@ -112,20 +112,31 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<i32> {
         }
     };
     tracing::info!(elapsed = ?started.elapsed(), "sandbox ready");
-    let mut out = std::io::stdout().lock();
     if args.no_tui {
+        let mut out = std::io::stdout().lock();
         writeln!(out, "READY {}", serde_json::to_string(&sandbox.endpoints)?)?;
+        out.flush()?;
+        drop(out);
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     } else {
-        print_welcome(&mut out, &sandbox)?;
-    }
-    out.flush()?;
-    drop(out);
-
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+        // The cockpit on the sandbox's own environments; quitting it stops the sandbox.
+        let cfg = envfile::load(std::path::Path::new(&sandbox.endpoints.config))
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let opts = crate::tui::TuiOptions {
+            env: None,
+            read_only: false,
+            theme: None,
+        };
+        if let Err(e) = crate::tui::run(cfg, opts).await {
+            eprintln!("signalbox: {e:#}");
+        }
+        let mut out = std::io::stdout().lock();
+        print_goodbye(&mut out, &sandbox)?;
     }
     sandbox.shutdown().await;
     match temp {
@@ -139,7 +150,7 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn print_welcome(out: &mut impl Write, s: &RunningSandbox) -> std::io::Result<()> {
+fn print_goodbye(out: &mut impl Write, s: &RunningSandbox) -> std::io::Result<()> {
     let e = &s.endpoints;
     writeln!(
         out,
@@ -150,7 +161,7 @@ fn print_welcome(out: &mut impl Write, s: &RunningSandbox) -> std::io::Result<()
         writeln!(out, "{:<6} {:<24} {:<24}", name, env.gateway, env.admin)?;
     }
     writeln!(out, "\nenvironments file: {}", e.config)?;
-    writeln!(out, "\nTry, from another terminal:")?;
+    writeln!(out, "\nNext time, from another terminal while it runs:")?;
     writeln!(
         out,
         "  signalbox ctl --config {} --env stage status",
@@ -171,7 +182,10 @@ fn print_welcome(out: &mut impl Write, s: &RunningSandbox) -> std::io::Result<()
         "  curl -s {}/api/users/1",
         e.envs.get("dev").map(|d| d.gateway.as_str()).unwrap_or("")
     )?;
-    writeln!(out, "\nCtrl-C stops everything.")
+    writeln!(
+        out,
+        "\nRun `signalbox sandbox --no-tui` to keep it running without the cockpit."
+    )
 }
 
 async fn fault(a: FaultArgs) -> anyhow::Result<i32> {
