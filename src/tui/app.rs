@@ -534,6 +534,7 @@ pub(crate) mod tests {
             max_canary_step: Some(25),
             canary_step: 5,
             freeze: vec![],
+            metrics: None,
         }
     }
 
