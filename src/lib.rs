@@ -4,7 +4,10 @@
 //! ([`gateway`], [`metrics`], [`cli`]).
 
 pub mod cli;
+pub mod control;
 pub mod domain;
 pub mod flags;
 pub mod gateway;
 pub mod metrics;
+pub mod sandbox;
+pub mod tui;

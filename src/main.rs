@@ -9,29 +9,83 @@ use signalbox::cli;
 #[command(version, about)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// Environments file (default: ./signalbox.toml, then $XDG_CONFIG_HOME/signalbox/config.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Environment to open on.
+    #[arg(long)]
+    env: Option<String>,
+    /// Colour theme (NO_COLOR forces monochrome).
+    #[arg(long)]
+    theme: Option<String>,
+    /// Remove every key that changes anything.
+    #[arg(long)]
+    read_only: bool,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Three local environments with live traffic: the place to start.
+    Sandbox(cli::sandbox::SandboxArgs),
     /// Run the API gateway.
     Gateway(cli::gateway::GatewayArgs),
     /// Check or convert gateway configs.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Inspect and change environments from scripts and pipelines.
+    Ctl(cli::ctl::CtlArgs),
+    /// Evaluate feature flags (OpenFeature flagd format).
+    #[command(subcommand)]
+    Flags(cli::flags::FlagsCommand),
 }
 
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate a gateway config: exit 0, or exit 1 with FILE:LINE:COL: field.path: message.
     Check { file: PathBuf },
+    /// Convert a Kong declarative config (3.0) to native YAML on stdout.
+    ImportKong {
+        file: PathBuf,
+        /// Write inline credentials here as NAME=value lines (mode 0600); else their names go to stderr.
+        #[arg(long)]
+        secrets_out: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let code = match cli.command {
+    let Some(command) = cli.command else {
+        let opts = signalbox::tui::TuiOptions {
+            env: cli.env,
+            read_only: cli.read_only,
+            theme: cli.theme,
+        };
+        return ExitCode::from(
+            u8::try_from(cli::cockpit(cli.config.as_deref(), opts)).unwrap_or(1),
+        );
+    };
+    let code = match command {
         Command::Config(ConfigCommand::Check { file }) => cli::config::check(&file),
+        Command::Config(ConfigCommand::ImportKong { file, secrets_out }) => {
+            match cli::import_kong::run_import(&file, secrets_out.as_deref()) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("signalbox config import-kong: {e:#}");
+                    1
+                }
+            }
+        }
+        Command::Sandbox(args) => run_async(cli::sandbox::run(args)),
         Command::Gateway(args) => run_async(cli::gateway::run(args)),
+        Command::Flags(cmd) => match cli::flags::run(cmd) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("signalbox flags: {e:#}");
+                1
+            }
+        },
+        Command::Ctl(args) => run_async(async { Ok(cli::ctl::run(args).await) }),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

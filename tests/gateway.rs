@@ -9,6 +9,19 @@ use std::time::{Duration, Instant};
 use common::{Mode, client, gateway, json, upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+fn replace(
+    cfg: signalbox::gateway::config::GatewayConfig,
+) -> signalbox::gateway::state::ChangeRequest {
+    signalbox::gateway::state::ChangeRequest {
+        actor: "test".into(),
+        if_match: None,
+        kind: signalbox::gateway::state::ChangeKind::Replace {
+            config: Box::new(cfg),
+            text: None,
+        },
+    }
+}
+
 fn two_upstreams(blue: &str, green: &str, split: &str, extra_route: &str) -> String {
     format!(
         "
@@ -723,13 +736,13 @@ async fn reload_under_load_fails_no_request_and_bad_config_keeps_the_old() {
         let mut cfg = base.clone();
         let (bw, gw_) = if i % 2 == 0 { (0, 100) } else { (100, 0) };
         cfg.routes[0].split = [("blue".to_string(), bw), ("green".to_string(), gw_)].into();
-        state.apply(cfg, None).unwrap();
+        state.change(replace(cfg)).unwrap();
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     // A bad config is refused and the old one keeps serving.
     let mut bad = base.clone();
     bad.routes[0].split = [("purple".to_string(), 100)].into();
-    let err = match state.apply(bad, None) {
+    let err = match state.change(replace(bad)) {
         Ok(_) => panic!("a bad config was applied"),
         Err(e) => e.to_string(),
     };
@@ -811,5 +824,119 @@ routes:
         assert_eq!(r.status(), 431);
     }
     assert_eq!(c.get(gw.url("/")).send().await.unwrap().status(), 200);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn jwt_routes_accept_valid_tokens_and_reject_the_rest() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    let up = upstream("api").await;
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt");
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "an-hs256-secret-that-is-at-least-32-bytes-long";
+    std::fs::write(dir.path().join("hs.secret"), secret).unwrap();
+    let yaml = format!(
+        "
+upstreams:
+  api: {{ targets: [{}] }}
+routes:
+  - name: hs
+    paths: [/hs]
+    split: {{ api: 1 }}
+    plugins: {{ jwt: {{ algorithms: [HS256], issuer: https://id.example.com, audiences: [orders], secret: {{ file: {} }} }} }}
+  - name: rs
+    paths: [/rs]
+    split: {{ api: 1 }}
+    plugins: {{ jwt: {{ algorithms: [RS256], jwks_file: {fixtures}/jwks.json }} }}
+",
+        up.target(),
+        dir.path().join("hs.secret").display()
+    );
+    let gw = gateway(&yaml).await;
+    let c = client();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({"sub": "svc-checkout", "iss": "https://id.example.com", "aud": "orders", "exp": now + 300});
+    let good = encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+
+    let r = c.get(gw.url("/hs")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    assert_eq!(json(r).await["error"]["code"], "missing_token");
+
+    let r = c
+        .get(gw.url("/hs"))
+        .bearer_auth(&good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(json(r).await["headers"]["x-consumer"], "svc-checkout");
+
+    let mut wrong_aud = claims.clone();
+    wrong_aud["aud"] = "billing".into();
+    let t = encode(
+        &Header::new(Algorithm::HS256),
+        &wrong_aud,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    let r = c.get(gw.url("/hs")).bearer_auth(&t).send().await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), json(r).await["error"]["code"].clone()),
+        (401, "wrong_audience".into())
+    );
+
+    let mut expired = claims.clone();
+    expired["exp"] = (now - 3600).into();
+    let t = encode(
+        &Header::new(Algorithm::HS256),
+        &expired,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(
+        c.get(gw.url("/hs"))
+            .bearer_auth(&t)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+
+    // RS256 from a JWKS file, picked by kid.
+    let pem = std::fs::read(format!("{fixtures}/rsa-1.key.pem")).unwrap();
+    let mut h = Header::new(Algorithm::RS256);
+    h.kid = Some("rsa-1".into());
+    let t = encode(
+        &h,
+        &serde_json::json!({"sub": "batch", "exp": now + 60}),
+        &EncodingKey::from_rsa_pem(&pem).unwrap(),
+    )
+    .unwrap();
+    let r = c.get(gw.url("/rs")).bearer_auth(&t).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // An HS256 token against the RSA route is refused (algorithm confusion).
+    let r = c
+        .get(gw.url("/rs"))
+        .bearer_auth(&good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(up.hits(), 2);
     gw.stop().await;
 }

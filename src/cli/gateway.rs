@@ -21,6 +21,9 @@ pub struct GatewayArgs {
     /// Where revisions and the audit journal are kept.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// Serve the config file even when the state dir holds a later revision.
+    #[arg(long)]
+    pub reset_to_file: bool,
 }
 
 /// Runs until SIGTERM or SIGINT, then drains and exits 0. SIGHUP reloads the config.
@@ -37,6 +40,7 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<i32> {
         admin_listen: args.admin_listen,
         state_dir: args.state_dir.clone(),
         watch_config: true,
+        reset_to_file: args.reset_to_file,
     })
     .await
     {

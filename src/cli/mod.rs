@@ -1,7 +1,11 @@
 //! One file per subcommand. `main.rs` only parses arguments and dispatches here.
 
 pub mod config;
+pub mod ctl;
+pub mod flags;
 pub mod gateway;
+pub mod import_kong;
+pub mod sandbox;
 
 use tracing_subscriber::EnvFilter;
 
@@ -21,4 +25,41 @@ pub fn init_logging(level: &str, format: LogFormat) {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
+}
+
+/// `signalbox` with no subcommand: the cockpit on the environments file, or an explanation
+/// of how to get one.
+pub fn cockpit(config: Option<&std::path::Path>, opts: crate::tui::TuiOptions) -> i32 {
+    let Some(path) = crate::control::envfile::find(config) else {
+        println!(
+            "signalbox: no environments file yet.\n\n\
+             Try it on your machine first: `signalbox sandbox` starts dev, stage and prod with live\n\
+             traffic and writes a signalbox.toml for them.\n\n\
+             For real environments, write ./signalbox.toml (or $XDG_CONFIG_HOME/signalbox/config.toml);\n\
+             examples/signalbox.toml shows every field. Then run `signalbox` again, or\n\
+             `signalbox --config FILE`."
+        );
+        return 0;
+    };
+    let cfg = match crate::control::envfile::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("signalbox: {e}");
+            return 1;
+        }
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("signalbox: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(crate::tui::run(cfg, opts)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("signalbox: {e:#}");
+            1
+        }
+    }
 }

@@ -9,12 +9,14 @@ pub mod error;
 pub mod filters;
 pub mod metrics;
 pub mod proxy;
+pub mod revisions;
 pub mod router;
 pub mod secrets;
 pub mod server;
 pub mod snapshot;
 pub mod split;
 pub mod state;
+pub mod status;
 pub mod upstream;
 pub mod watch;
 
@@ -28,7 +30,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use self::config::ConfigError;
-use self::state::GatewayState;
+use self::state::{GatewayState, Overrides, StartOptions};
 
 #[derive(Clone, Debug, Default)]
 pub struct GatewayOptions {
@@ -40,6 +42,8 @@ pub struct GatewayOptions {
     pub state_dir: Option<PathBuf>,
     /// Reload when the config file changes.
     pub watch_config: bool,
+    /// Apply the config file even when the state dir holds a later revision.
+    pub reset_to_file: bool,
 }
 
 /// Why a gateway did not start.
@@ -62,14 +66,19 @@ pub struct RunningGateway {
 impl RunningGateway {
     pub async fn start(opts: GatewayOptions) -> Result<Self, StartError> {
         let loaded = config::load_file(&opts.config)?;
-        let mut cfg = loaded.config;
-        if let Some(l) = opts.listen {
-            cfg.listen = l;
-        }
-        if let Some(a) = opts.admin_listen {
-            cfg.admin.listen = a;
-        }
-        let state = GatewayState::new(cfg, Some(opts.config.clone()), Some(&loaded.text))?;
+        let state = GatewayState::start(
+            loaded.config,
+            StartOptions {
+                source: Some(opts.config.clone()),
+                text: Some(loaded.text),
+                overrides: Overrides {
+                    listen: opts.listen,
+                    admin_listen: opts.admin_listen,
+                },
+                state_dir: opts.state_dir.clone(),
+                reset_to_file: opts.reset_to_file,
+            },
+        )?;
         Self::serve(state, opts).await
     }
 
@@ -77,6 +86,12 @@ impl RunningGateway {
         let snap = state.snapshot();
         let listen = snap.config.listen;
         let admin_listen = snap.config.admin.listen;
+        let token = admin_token(&snap.config.admin)?;
+        if token.is_none() && !admin_listen.ip().is_loopback() {
+            return Err(StartError::Other(anyhow::anyhow!(
+                "refusing to serve the admin API on {admin_listen} without a token: set admin.token_env or admin.token_file, or listen on loopback"
+            )));
+        }
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen} (gateway)"))?;
@@ -96,7 +111,7 @@ impl RunningGateway {
             snap.config.server.clone(),
             shutdown.clone(),
         )));
-        let admin = admin::router(state.clone());
+        let admin = admin::router(state.clone(), token);
         let token = shutdown.clone();
         tasks.push(tokio::spawn(async move {
             if let Err(e) = axum::serve(admin_listener, admin)
@@ -136,4 +151,15 @@ impl RunningGateway {
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
+}
+
+fn admin_token(a: &config::AdminConfig) -> Result<Option<crate::domain::Secret>, StartError> {
+    let r = match (&a.token_env, &a.token_file) {
+        (Some(e), _) => config::SecretRef::Env(e.clone()),
+        (None, Some(f)) => config::SecretRef::File(f.clone()),
+        (None, None) => return Ok(None),
+    };
+    secrets::resolve(&r)
+        .map(Some)
+        .map_err(|e| StartError::Other(anyhow::anyhow!("admin token: {e}")))
 }

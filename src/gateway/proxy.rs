@@ -20,7 +20,7 @@ use super::filters::cors::is_preflight;
 use super::filters::rate_limit::{Allowance, KeySource};
 use super::filters::{Reject, request_id};
 use super::router::{Found, path_is_safe, request_host};
-use super::snapshot::{Backend, Route, Snapshot, StickyKey};
+use super::snapshot::{Backend, CompiledGate, Route, Snapshot, StickyKey};
 use super::state::GatewayState;
 use super::upstream::{ReqBody, TargetState, Upstream};
 
@@ -101,7 +101,7 @@ pub async fn handle(
         }
     };
 
-    let resp = match request_filter(route, &mut ctx, &mut parts, peer, preflight) {
+    let resp = match request_filter(&snap, route, &mut ctx, &mut parts, peer, preflight).await {
         Ok(Phase::Continue { sticky_key }) => {
             let backend = upstream_peer(route, &parts.headers, sticky_key);
             let uri = parts.uri.clone();
@@ -141,7 +141,8 @@ enum Phase {
     Answer(HeaderMap),
 }
 
-fn request_filter(
+async fn request_filter(
+    snap: &Snapshot,
     route: &Route,
     ctx: &mut Ctx,
     parts: &mut http::request::Parts,
@@ -164,6 +165,32 @@ fn request_filter(
         api_key_hash = Some(who.key_hash);
         consumer = Some(who.consumer);
     }
+    if let Some(jwt) = &f.jwt {
+        let auth = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        match jwt.verify(auth).await {
+            Ok(v) => {
+                if consumer.is_none()
+                    && let Some(c) = v.consumer
+                {
+                    if let Ok(h) = HeaderValue::from_str(&c) {
+                        parts.headers.insert(CONSUMER_HEADER.clone(), h);
+                    }
+                    consumer = Some(c.into());
+                }
+            }
+            Err(e) => {
+                let mut r = Reject::new(StatusCode::UNAUTHORIZED, e.code.as_str(), e.message);
+                r.headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(super::filters::jwt::WWW_AUTHENTICATE),
+                );
+                return Err(r);
+            }
+        }
+    }
     if let Some(rl) = &f.rate_limit {
         ctx.allowance = Some(rl.check(&KeySource {
             ip: peer.ip(),
@@ -171,6 +198,9 @@ fn request_filter(
             api_key_hash,
             headers: &parts.headers,
         })?);
+    }
+    if let Some(gate) = &route.flag {
+        flag_gate(snap, gate, &mut parts.headers, consumer.as_deref(), peer)?;
     }
     if let Some(max) = f.max_body
         && let Some(len) = content_length(&parts.headers)
@@ -188,6 +218,84 @@ fn request_filter(
         Some(StickyKey::Cookie(name)) => cookie(&parts.headers, name).map(|v| hash(v.as_bytes())),
     };
     Ok(Phase::Continue { sticky_key })
+}
+
+/// A route behind a flag exists only for requests the flag is on for; for everyone else it
+/// answers 404 exactly as if it did not exist.
+fn flag_gate(
+    snap: &Snapshot,
+    gate: &CompiledGate,
+    headers: &mut HeaderMap,
+    consumer: Option<&str>,
+    peer: SocketAddr,
+) -> Result<(), Reject> {
+    let not_found = || {
+        Reject::new(
+            StatusCode::NOT_FOUND,
+            "route_not_found",
+            "no route matches this request",
+        )
+    };
+    let Some(flags) = &snap.flags else {
+        return Err(not_found());
+    };
+    let ip = peer.ip().to_string();
+    let mut ctx = serde_json::Map::new();
+    let targeting = gate
+        .targeting_key
+        .as_ref()
+        .and_then(|h| headers.get(h)?.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| consumer.map(str::to_string))
+        .unwrap_or_else(|| ip.clone());
+    ctx.insert("targetingKey".into(), targeting.into());
+    ctx.insert("ip".into(), ip.into());
+    if let Some(c) = consumer {
+        ctx.insert("consumer".into(), c.into());
+    }
+    for h in &gate.context_headers {
+        if let Some(v) = headers.get(h).and_then(|v| v.to_str().ok()) {
+            ctx.insert(h.as_str().to_string(), v.into());
+        }
+    }
+    let ctx = serde_json::Value::Object(ctx);
+    let eval = flags.evaluate(&gate.key, &ctx);
+    snap.metrics
+        .flag_evaluated(&gate.key, eval.variant.as_deref().unwrap_or("none"));
+    let on = eval.value == serde_json::Value::Bool(true)
+        || matches!(eval.variant.as_deref(), Some("on" | "enabled"));
+    if !on {
+        return Err(not_found());
+    }
+    if gate.forward_headers {
+        // Only the gateway may say what a flag is.
+        let spoofed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-flag-"))
+            .cloned()
+            .collect();
+        for k in spoofed {
+            headers.remove(k);
+        }
+        for key in flags.keys() {
+            let e = if key == gate.key {
+                eval.clone()
+            } else {
+                flags.evaluate(key, &ctx)
+            };
+            if let Some(v) = e.variant
+                && let (Ok(name), Ok(value)) = (
+                    HeaderName::from_bytes(
+                        format!("x-flag-{}", key.to_ascii_lowercase()).as_bytes(),
+                    ),
+                    HeaderValue::from_str(&v),
+                )
+            {
+                headers.insert(name, value);
+            }
+        }
+    }
+    Ok(())
 }
 
 static CONSUMER_HEADER: HeaderName = HeaderName::from_static("x-consumer");

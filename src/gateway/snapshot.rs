@@ -10,15 +10,17 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue, Method};
 use sha2::{Digest, Sha256};
 
-use super::config::{GatewayConfig, RouteConfig, Sticky};
+use super::config::{FlagGate, GatewayConfig, RouteConfig, Sticky};
 use super::filters::cors::CorsFilter;
 use super::filters::headers::HeaderRules;
+use super::filters::jwt::JwtVerifier;
 use super::filters::key_auth::{KeyAuthFilter, KeyTable};
 use super::filters::rate_limit::{LimiterRegistry, RateLimitFilter};
 use super::metrics::{GatewayMetrics, PairMetrics};
 use super::router::{RouteMatch, Router};
 use super::split::Split;
 use super::upstream::{TargetRegistry, Upstream};
+use crate::flags::FlagStore;
 
 /// Process-wide state that config snapshots share.
 pub struct Shared {
@@ -61,6 +63,7 @@ pub struct HeaderCanaryRule {
 pub struct Filters {
     pub cors: Option<CorsFilter>,
     pub key_auth: Option<KeyAuthFilter>,
+    pub jwt: Option<JwtVerifier>,
     pub rate_limit: Option<RateLimitFilter>,
     pub max_body: Option<u64>,
     pub request_headers: Option<HeaderRules>,
@@ -77,15 +80,48 @@ pub struct Route {
     pub sticky: Option<StickyKey>,
     pub strip_prefix: bool,
     pub preserve_host: bool,
+    pub flag: Option<CompiledGate>,
     pub filters: Filters,
 }
 
+/// A route's flag gate, with header names parsed once.
+pub struct CompiledGate {
+    pub key: String,
+    pub forward_headers: bool,
+    pub targeting_key: Option<HeaderName>,
+    pub context_headers: Vec<HeaderName>,
+}
+
+impl CompiledGate {
+    fn new(g: &FlagGate) -> Result<Self, String> {
+        let name = |h: &str| {
+            HeaderName::from_bytes(h.as_bytes())
+                .map_err(|_| format!("{h:?} is not a valid header name"))
+        };
+        Ok(Self {
+            key: g.key.clone(),
+            forward_headers: g.forward_headers,
+            targeting_key: g.targeting_key.as_deref().map(name).transpose()?,
+            context_headers: g
+                .context_headers
+                .iter()
+                .map(|h| name(h))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
 pub struct Snapshot {
+    /// The revision this snapshot is (0 until it is recorded).
+    pub revision: u64,
+    /// The feature flags in force, when the config has any.
+    pub flags: Option<Arc<FlagStore>>,
     pub config: Arc<GatewayConfig>,
     pub router: Router<Route>,
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
     /// Metrics for requests that matched no route.
     pub unrouted: Arc<PairMetrics>,
+    pub metrics: Arc<GatewayMetrics>,
     pub access_log: bool,
     /// SHA-256 of the canonical config, hex.
     pub hash: String,
@@ -99,7 +135,39 @@ pub fn config_hash(c: &GatewayConfig) -> String {
     hex::encode(Sha256::digest(&canonical))
 }
 
-pub fn compile(cfg: Arc<GatewayConfig>, shared: &Shared) -> Result<Snapshot, CompileError> {
+/// Paths in a config are relative to the config file's directory.
+fn resolve_path(base_dir: Option<&std::path::Path>, p: &std::path::Path) -> std::path::PathBuf {
+    match base_dir {
+        Some(d) if p.is_relative() => d.join(p),
+        _ => p.to_path_buf(),
+    }
+}
+
+pub fn compile(
+    cfg: Arc<GatewayConfig>,
+    shared: &Shared,
+    base_dir: Option<&std::path::Path>,
+    flags: Option<Arc<FlagStore>>,
+) -> Result<Snapshot, CompileError> {
+    for (i, r) in cfg.routes.iter().enumerate() {
+        if let Some(gate) = &r.flag {
+            match &flags {
+                None => {
+                    return Err((
+                        format!("routes[{i}].flag"),
+                        "this route needs a flag, but the config has no `flags`".into(),
+                    ));
+                }
+                Some(f) if f.summary(&gate.key).is_none() => {
+                    return Err((
+                        format!("routes[{i}].flag.key"),
+                        format!("no flag {:?} in the flags", gate.key),
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
     let mut upstreams = BTreeMap::new();
     for (name, u) in &cfg.upstreams {
         let built = shared
@@ -120,7 +188,7 @@ pub fn compile(cfg: Arc<GatewayConfig>, shared: &Shared) -> Result<Snapshot, Com
 
     let mut entries = Vec::with_capacity(cfg.routes.len());
     for (i, r) in cfg.routes.iter().enumerate() {
-        let route = compile_route(i, r, &cfg, &upstreams, &keys, shared)?;
+        let route = compile_route(i, r, &cfg, &upstreams, &keys, shared, base_dir)?;
         let m = RouteMatch {
             methods: r
                 .methods
@@ -144,9 +212,12 @@ pub fn compile(cfg: Arc<GatewayConfig>, shared: &Shared) -> Result<Snapshot, Com
         entries.push((m, r.paths.clone(), r.exact_paths.clone(), route));
     }
     Ok(Snapshot {
+        revision: 0,
+        flags,
         hash: config_hash(&cfg),
         access_log: cfg.log.access_log,
         unrouted: shared.metrics.pair("", ""),
+        metrics: shared.metrics.clone(),
         router: Router::new(entries),
         upstreams,
         config: cfg,
@@ -160,6 +231,7 @@ fn compile_route(
     upstreams: &BTreeMap<String, Arc<Upstream>>,
     keys: &Arc<KeyTable>,
     shared: &Shared,
+    base_dir: Option<&std::path::Path>,
 ) -> Result<Route, CompileError> {
     let base = format!("routes[{i}]");
     let mut backends = Vec::new();
@@ -216,13 +288,6 @@ fn compile_route(
 
     let plugins = r.plugins.over(&cfg.defaults);
     let pbase = format!("{base}.plugins");
-    if plugins.jwt.is_some() {
-        // Never serve a route unprotected because a filter is missing.
-        return Err((
-            format!("{pbase}.jwt"),
-            "the jwt filter is not available in this build".into(),
-        ));
-    }
     let filters = Filters {
         cors: plugins
             .cors
@@ -236,6 +301,12 @@ fn compile_route(
             .map(|k| KeyAuthFilter::new(k, keys.clone()))
             .transpose()
             .map_err(|e| (format!("{pbase}.key_auth"), e))?,
+        jwt: plugins
+            .jwt
+            .as_ref()
+            .map(|j| JwtVerifier::build_now(j, &|p| resolve_path(base_dir, p)))
+            .transpose()
+            .map_err(|e| (format!("{pbase}.jwt"), e))?,
         rate_limit: plugins
             .rate_limit
             .as_ref()
@@ -281,6 +352,12 @@ fn compile_route(
         sticky,
         strip_prefix: r.strip_prefix,
         preserve_host: r.preserve_host,
+        flag: r
+            .flag
+            .as_ref()
+            .map(CompiledGate::new)
+            .transpose()
+            .map_err(|e| (format!("{base}.flag"), e))?,
         filters,
     })
 }

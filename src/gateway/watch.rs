@@ -61,8 +61,10 @@ pub async fn watch_config(state: Arc<GatewayState>, shutdown: CancellationToken)
 }
 
 pub fn reload(state: &GatewayState, why: &str) {
-    match state.reload_from_file() {
-        Ok(snap) => tracing::info!(reason = why, config_hash = %snap.hash, "config reloaded"),
+    match state.reload_from_file(why) {
+        Ok((rev, snap)) => {
+            tracing::info!(reason = why, revision = rev.number, config_hash = %snap.hash, "config reloaded")
+        }
         Err(e) => {
             tracing::error!(reason = why, errors = %e, "config rejected; the running config is unchanged")
         }

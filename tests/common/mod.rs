@@ -225,6 +225,7 @@ pub async fn gateway(yaml: &str) -> Gateway {
         admin_listen: Some("127.0.0.1:0".parse().unwrap()),
         state_dir: Some(dir.path().join("state")),
         watch_config: false,
+        reset_to_file: false,
     })
     .await
     .unwrap_or_else(|e| panic!("gateway did not start: {e}"));

@@ -1,6 +1,7 @@
 //! Gateway config: parse the native YAML, validate it, and report every problem as
 //! `FILE:LINE:COL: field.path: message`.
 
+pub mod kong;
 mod locate;
 mod schema;
 pub mod units;
@@ -350,6 +351,14 @@ pub fn validate(c: &GatewayConfig) -> Vec<(String, String)> {
                     "not a valid header name".into(),
                 );
             }
+        }
+        if let Some(c) = &r.canary
+            && !r.split.contains_key(c)
+        {
+            err(
+                format!("{base}.canary"),
+                format!("the canary {c:?} must be one of the route's split upstreams"),
+            );
         }
         if let Some(Sticky::Header(h) | Sticky::Cookie(h)) = &r.sticky
             && h.is_empty()

@@ -29,9 +29,17 @@ pub struct GatewayConfig {
     /// Plugins applied to every route that does not configure the same plugin itself.
     #[serde(default, skip_serializing_if = "Plugins::is_empty")]
     pub defaults: Plugins,
-    /// A flagd JSON file, resolved relative to the config file.
+    /// Feature flags: a flagd JSON file (relative to the config file), or the flagd
+    /// document inline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub flags: Option<PathBuf>,
+    pub flags: Option<FlagsSource>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum FlagsSource {
+    File(PathBuf),
+    Inline(serde_json::Value),
 }
 
 fn default_listen() -> SocketAddr {
@@ -328,6 +336,10 @@ pub struct RouteConfig {
     pub split: BTreeMap<String, u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_by_header: Option<HeaderCanary>,
+    /// Which upstream is the canary, for `ctl canary` and the cockpit. Defaults to the
+    /// header canary's upstream; a two-way split without either has no canary side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sticky: Option<Sticky>,
     /// Remove the matched prefix before forwarding.
@@ -351,9 +363,16 @@ fn is_false(b: &bool) -> bool {
 #[serde(deny_unknown_fields)]
 pub struct FlagGate {
     pub key: String,
-    /// Forward evaluated flags to the upstream as `x-flag-<key>: <variant>`.
+    /// Forward every evaluated flag to the upstream as `x-flag-<key>: <variant>`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub forward_headers: bool,
+    /// The header whose value is the evaluation's `targetingKey` (e.g. a user id); default:
+    /// the consumer, else the client IP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targeting_key: Option<String>,
+    /// Request headers copied into the evaluation context, by lower-case name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub context_headers: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]

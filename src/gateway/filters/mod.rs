@@ -6,6 +6,7 @@
 
 pub mod cors;
 pub mod headers;
+pub mod jwt;
 pub mod key_auth;
 pub mod rate_limit;
 pub mod request_id;

@@ -1,0 +1,495 @@
+//! `signalbox ctl`: the non-interactive front end to `control`, for scripts and pipelines.
+//!
+//! Exit codes: 0 done, 1 error, 2 refused by a preflight check or policy (including no
+//! confirmation), 3 conflict (someone else changed the environment first).
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use crate::control::audit::Journal;
+use crate::control::envfile::{self, CockpitConfig, ConfirmPolicy};
+use crate::control::{self, Env, Plan, PlanError, Report};
+use crate::domain::metrics::{Signal, Verdict};
+use crate::domain::{Action, FlagState, GatewayStatus, Outcome};
+use crate::metrics::{CanaryRoles, MetricsSample, MetricsSource};
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_ERROR: i32 = 1;
+pub const EXIT_REFUSED: i32 = 2;
+pub const EXIT_CONFLICT: i32 = 3;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CtlArgs {
+    /// Environments file (default: ./signalbox.toml, then $XDG_CONFIG_HOME/signalbox/config.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Environment to act on (needed when the file has more than one).
+    #[arg(long)]
+    pub env: Option<String>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+    /// Override a change freeze, giving the reason (recorded in the audit journal).
+    #[arg(long, value_name = "REASON")]
+    pub force: Option<String>,
+    /// Who the change is recorded as (default: the file's `actor`, else $USER@hostname).
+    #[arg(long)]
+    pub actor: Option<String>,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CtlCommand {
+    /// Routes, splits, upstream health and flags.
+    Status,
+    /// The revision history, newest first.
+    Revisions,
+    /// Send PERCENT of ROUTE's traffic to its canary.
+    Canary { route: String, percent: u32 },
+    /// Send all of ROUTE's traffic to UPSTREAM (default: the other side).
+    Flip {
+        route: String,
+        upstream: Option<String>,
+    },
+    /// Turn a flag on or off, or set its default variant.
+    Flag { key: String, value: String },
+    /// Go back to an earlier revision (default: the one before the current).
+    Rollback {
+        #[arg(long)]
+        to: Option<u64>,
+    },
+    /// Re-apply the revision the last rollback rolled back from.
+    Rollforward,
+}
+
+pub async fn run(args: CtlArgs) -> i32 {
+    match run_inner(args).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("signalbox ctl: {e}");
+            EXIT_ERROR
+        }
+    }
+}
+
+async fn run_inner(args: CtlArgs) -> Result<i32, String> {
+    let path = envfile::find(args.config.as_deref()).ok_or("no environments file: pass --config FILE, create ./signalbox.toml (see examples/signalbox.toml), or start `signalbox sandbox`, which writes one")?;
+    let cfg = envfile::load(&path)?;
+    let def = pick_env(&cfg, args.env.as_deref())?;
+    let env = Env::connect(def)?;
+    let actor = args
+        .actor
+        .clone()
+        .or(cfg.actor.clone())
+        .unwrap_or_else(envfile::default_actor);
+    let journal = Journal::new(
+        cfg.audit_log
+            .clone()
+            .unwrap_or_else(envfile::default_audit_log),
+    );
+
+    let action = match args.command {
+        CtlCommand::Status => {
+            let s = env
+                .backend
+                .status()
+                .await
+                .map_err(|e| format!("{}: {e}", env.def.name))?;
+            let metrics = sample_metrics(&env, &s).await;
+            print_status(&env, &s, &metrics, args.output);
+            return Ok(EXIT_OK);
+        }
+        CtlCommand::Revisions => {
+            let revs = env
+                .backend
+                .revisions()
+                .await
+                .map_err(|e| format!("{}: {e}", env.def.name))?;
+            match args.output {
+                Output::Json => println!("{}", json!({"env": env.def.name, "revisions": revs})),
+                Output::Text => {
+                    println!(
+                        "{:>5}  {:<20}  {:<22}  CHANGE",
+                        "REV", "TIME (UTC)", "ACTOR"
+                    );
+                    for r in revs {
+                        println!(
+                            "{:>5}  {:<20}  {:<22}  {}",
+                            r.number,
+                            r.time.format("%Y-%m-%d %H:%M:%S"),
+                            trunc(&r.actor, 22),
+                            r.description
+                        );
+                    }
+                }
+            }
+            return Ok(EXIT_OK);
+        }
+        CtlCommand::Canary { route, percent } => Action::SetCanary { route, percent },
+        CtlCommand::Flip { route, upstream } => Action::Flip {
+            route,
+            to: upstream,
+        },
+        CtlCommand::Flag { key, value } => match value.as_str() {
+            "on" => Action::SetFlag {
+                key,
+                state: Some(FlagState::Enabled),
+                variant: None,
+            },
+            "off" => Action::SetFlag {
+                key,
+                state: Some(FlagState::Disabled),
+                variant: None,
+            },
+            v => Action::SetFlag {
+                key,
+                state: None,
+                variant: Some(v.to_string()),
+            },
+        },
+        CtlCommand::Rollback { to } => Action::Rollback { to },
+        CtlCommand::Rollforward => Action::Rollforward,
+    };
+
+    let plan = match control::plan(&env, action, args.force.as_deref(), chrono::Utc::now()).await {
+        Ok(p) => p,
+        Err(PlanError::Invalid(m)) => {
+            report_refusal(&env.def.name, &m, args.output);
+            return Ok(EXIT_REFUSED);
+        }
+        Err(PlanError::Backend(e)) => return Err(format!("{}: {e}", env.def.name)),
+    };
+    if args.output == Output::Text {
+        print_plan(&plan);
+    }
+    if plan.allowed() && !args.yes {
+        match confirm(&plan) {
+            Confirmed::Yes => {}
+            Confirmed::No => {
+                let r = control::not_applied(&plan, &journal, &actor, Outcome::Cancelled, None);
+                finish(&plan, &r, args.output);
+                return Ok(EXIT_REFUSED);
+            }
+            Confirmed::NoTerminal => {
+                let why = format!(
+                    "refusing to change {} without confirmation: there is no terminal to ask on; pass --yes",
+                    plan.env
+                );
+                let r = control::not_applied(&plan, &journal, &actor, Outcome::Refused, Some(why));
+                finish(&plan, &r, args.output);
+                return Ok(EXIT_REFUSED);
+            }
+        }
+    }
+    let report = control::execute(&env, &plan, &journal, &actor).await;
+    finish(&plan, &report, args.output);
+    Ok(match report.outcome {
+        Outcome::Applied => EXIT_OK,
+        Outcome::Refused | Outcome::Cancelled => EXIT_REFUSED,
+        Outcome::Conflict => EXIT_CONFLICT,
+        Outcome::Unverified | Outcome::Failed => EXIT_ERROR,
+    })
+}
+
+fn pick_env(cfg: &CockpitConfig, name: Option<&str>) -> Result<envfile::EnvDef, String> {
+    let names = || {
+        cfg.environments
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match name {
+        Some(n) => cfg
+            .env(n)
+            .cloned()
+            .ok_or_else(|| format!("no environment {n:?}; known: {}", names())),
+        None if cfg.environments.len() == 1 => Ok(cfg.environments[0].clone()),
+        None => Err(format!("say which environment with --env ({})", names())),
+    }
+}
+
+enum Confirmed {
+    Yes,
+    No,
+    NoTerminal,
+}
+
+fn confirm(plan: &Plan) -> Confirmed {
+    if plan.confirm == ConfirmPolicy::None {
+        return Confirmed::Yes;
+    }
+    if !std::io::stdin().is_terminal() {
+        return Confirmed::NoTerminal;
+    }
+    let prompt = match plan.confirm {
+        ConfirmPolicy::TypeName => {
+            format!("Type the environment's name ({}) to confirm: ", plan.env)
+        }
+        _ => format!("Apply to {}? [y/N] ", plan.env),
+    };
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err() {
+        return Confirmed::No;
+    }
+    let answer = line.trim();
+    let ok = match plan.confirm {
+        ConfirmPolicy::TypeName => answer == plan.env,
+        _ => matches!(answer, "y" | "Y" | "yes" | "YES"),
+    };
+    if ok { Confirmed::Yes } else { Confirmed::No }
+}
+
+fn print_plan(plan: &Plan) {
+    println!("env:     {} (revision {})", plan.env, plan.base_revision);
+    println!("action:  {}", plan.description);
+    println!("before:  {}", plan.before);
+    println!("after:   {}", plan.after);
+    for (i, c) in plan.checks.iter().enumerate() {
+        let label = if i == 0 { "checks: " } else { "        " };
+        println!(
+            "{label} {} {} — {}",
+            if c.passed { "ok  " } else { "FAIL" },
+            c.name,
+            c.detail
+        );
+    }
+}
+
+fn finish(plan: &Plan, r: &Report, output: Output) {
+    match output {
+        Output::Json => println!(
+            "{}",
+            json!({
+                "env": plan.env,
+                "action": plan.action,
+                "description": plan.description,
+                "before": plan.before,
+                "after": plan.after,
+                "checks": plan.checks,
+                "base_revision": plan.base_revision,
+                "outcome": r.outcome,
+                "revision": r.revision,
+                "error": r.error,
+            })
+        ),
+        Output::Text => {
+            let what = match r.outcome {
+                Outcome::Applied => {
+                    format!("applied as revision {}", r.revision.unwrap_or_default())
+                }
+                Outcome::Refused => "refused".into(),
+                Outcome::Cancelled => "cancelled".into(),
+                Outcome::Conflict => "conflict".into(),
+                Outcome::Unverified => "applied but not verified".into(),
+                Outcome::Failed => "failed".into(),
+            };
+            match &r.error {
+                Some(e) => println!("result:  {what}: {e}"),
+                None => println!("result:  {what}"),
+            }
+        }
+    }
+}
+
+fn report_refusal(env: &str, msg: &str, output: Output) {
+    match output {
+        Output::Json => println!(
+            "{}",
+            json!({"env": env, "outcome": "refused", "error": msg})
+        ),
+        Output::Text => println!("result:  refused: {msg}"),
+    }
+}
+
+fn trunc(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(n - 1).collect::<String>())
+    }
+}
+
+/// Two samples a second apart: rates and ratios need a delta. A metrics failure is
+/// reported beside the state, never instead of it.
+async fn sample_metrics(env: &Env, s: &GatewayStatus) -> Result<MetricsSample, String> {
+    let mut roles = CanaryRoles::default();
+    for r in &s.routes {
+        if let Some((stable, canary)) = r.canary_pair() {
+            roles.set(r.name.clone(), stable, canary);
+        }
+    }
+    let mut source = MetricsSource::from_config(&env.def.name, &env.def.metrics_source())
+        .map_err(|e| e.to_string())?;
+    source.sample(&roles).await.map_err(|e| e.to_string())?;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    source.sample(&roles).await.map_err(|e| e.to_string())
+}
+
+fn signal_text(s: &Signal, scale: f64, unit: &str) -> String {
+    match s {
+        Signal::Value { value } => format!("{:.1}{unit}", value * scale),
+        Signal::NoData { .. } => "-".into(),
+        Signal::Missing { .. } => "n/a".into(),
+        Signal::Error { .. } => "error".into(),
+    }
+}
+
+fn print_status(
+    env: &Env,
+    s: &GatewayStatus,
+    metrics: &Result<MetricsSample, String>,
+    output: Output,
+) {
+    if output == Output::Json {
+        let m = match metrics {
+            Ok(m) => json!(m),
+            Err(e) => json!({"error": e}),
+        };
+        println!(
+            "{}",
+            json!({"env": env.def.name, "admin_url": env.backend.address(), "state": s, "metrics": m})
+        );
+        return;
+    }
+    println!(
+        "{}  revision {}  config {}  {}",
+        env.def.name,
+        s.revision,
+        &s.config_hash[..12.min(s.config_hash.len())],
+        env.backend.address()
+    );
+    println!();
+    println!(
+        "{:<16} {:<24} {:<30} {:<10} FILTERS",
+        "ROUTE", "PATHS", "SPLIT", "CANARY"
+    );
+    for r in &s.routes {
+        let split = r
+            .split
+            .keys()
+            .map(|k| format!("{k} {}%", r.percent(k)))
+            .collect::<Vec<_>>()
+            .join(" / ");
+        let paths = r
+            .paths
+            .iter()
+            .chain(&r.exact_paths)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(",");
+        println!(
+            "{:<16} {:<24} {:<30} {:<10} {}",
+            trunc(&r.name, 16),
+            trunc(&paths, 24),
+            trunc(&split, 30),
+            r.canary.as_deref().unwrap_or("-"),
+            if r.filters.is_empty() {
+                "-".into()
+            } else {
+                r.filters.join(",")
+            }
+        );
+    }
+    println!();
+    println!("{:<24} {:<8} TARGETS", "UPSTREAM", "HEALTHY");
+    for u in &s.upstreams {
+        let targets = u
+            .targets
+            .iter()
+            .map(|t| {
+                format!(
+                    "{}{}",
+                    t.addr,
+                    if t.ejected {
+                        " (ejected)"
+                    } else if !t.healthy {
+                        " (down)"
+                    } else {
+                        ""
+                    }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!(
+            "{:<24} {:<8} {}",
+            trunc(&u.name, 24),
+            format!("{}/{}", u.healthy_targets(), u.targets.len()),
+            targets
+        );
+    }
+    println!();
+    match metrics {
+        Ok(m) => {
+            println!(
+                "{:<16} {:<18} {:>8} {:>7} {:>7} {:>9}  VERDICT (canary vs stable)",
+                "ROUTE", "UPSTREAM", "REQ/S", "5XX", "4XX", "P95"
+            );
+            for r in m.routes.iter().filter(|r| !r.route.is_empty()) {
+                let verdict = match r.comparison.as_ref().map(|c| &c.verdict) {
+                    Some(Verdict::Pass) => "pass".to_string(),
+                    Some(Verdict::Fail { reasons }) => format!("FAIL: {}", reasons.join("; ")),
+                    Some(Verdict::NotEnoughData { reason }) => {
+                        format!("not enough data ({reason})")
+                    }
+                    None => String::new(),
+                };
+                for (i, u) in r
+                    .upstreams
+                    .iter()
+                    .filter(|u| !u.upstream.is_empty())
+                    .enumerate()
+                {
+                    let sig = &u.signals;
+                    println!(
+                        "{:<16} {:<18} {:>8} {:>7} {:>7} {:>9}  {}",
+                        if i == 0 {
+                            trunc(&r.route, 16)
+                        } else {
+                            String::new()
+                        },
+                        trunc(&u.upstream, 18),
+                        signal_text(&sig.request_rate, 1.0, ""),
+                        signal_text(&sig.error_ratio_5xx, 100.0, "%"),
+                        signal_text(&sig.error_ratio_4xx, 100.0, "%"),
+                        signal_text(&sig.latency_p95, 1000.0, "ms"),
+                        if i == 0 { verdict.as_str() } else { "" }
+                    );
+                }
+            }
+            println!("(over {:.1}s, from {})", m.window_secs, m.source);
+        }
+        Err(e) => println!("metrics: unavailable: {e}"),
+    }
+    if !s.flags.is_empty() {
+        println!();
+        println!("{:<24} {:<9} {:<12} TARGETING", "FLAG", "STATE", "DEFAULT");
+        for f in &s.flags {
+            println!(
+                "{:<24} {:<9} {:<12} {}",
+                trunc(&f.key, 24),
+                if f.state == FlagState::Enabled {
+                    "on"
+                } else {
+                    "off"
+                },
+                f.default_variant.as_deref().unwrap_or("-"),
+                if f.has_targeting { "yes" } else { "no" }
+            );
+        }
+    }
+}

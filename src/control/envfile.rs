@@ -1,0 +1,293 @@
+//! The cockpit's environments file (`signalbox.toml`, else
+//! `$XDG_CONFIG_HOME/signalbox/config.toml`): which environments exist, how to reach
+//! them, and the safeguards each one has.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Datelike, NaiveTime, Utc, Weekday};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CockpitConfig {
+    /// Who changes are recorded as; default `$USER@hostname`.
+    #[serde(default)]
+    pub actor: Option<String>,
+    /// The audit journal (JSON Lines); default `$XDG_STATE_HOME/signalbox/audit.jsonl`.
+    #[serde(default)]
+    pub audit_log: Option<PathBuf>,
+    /// Colour theme for the TUI.
+    #[serde(default)]
+    pub theme: Option<String>,
+    /// Present when the environments are a running `signalbox sandbox`.
+    #[serde(default)]
+    pub sandbox: Option<SandboxRef>,
+    pub environments: Vec<EnvDef>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxRef {
+    /// The sandbox control API (fault injection).
+    pub control_url: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvDef {
+    pub name: String,
+    /// The gateway admin API, e.g. `http://127.0.0.1:9080`.
+    pub admin_url: String,
+    #[serde(default)]
+    pub token_env: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub confirm: ConfirmPolicy,
+    #[serde(default)]
+    pub read_only: bool,
+    /// Largest canary weight change in one step, in percentage points.
+    #[serde(default)]
+    pub max_canary_step: Option<u32>,
+    /// The canary step `+`/`-` moves by in the TUI.
+    #[serde(default = "default_step")]
+    pub canary_step: u32,
+    #[serde(default)]
+    pub freeze: Vec<FreezeWindow>,
+    /// Where the live panels come from; default: scrape the gateway's `/metrics` next to
+    /// `admin_url`.
+    #[serde(default)]
+    pub metrics: Option<crate::metrics::MetricsSourceConfig>,
+}
+
+impl EnvDef {
+    /// The configured metrics source, or a scrape of the gateway's own `/metrics`.
+    pub fn metrics_source(&self) -> crate::metrics::MetricsSourceConfig {
+        self.metrics.clone().unwrap_or_else(|| {
+            crate::metrics::MetricsSourceConfig::Scrape(crate::metrics::ScrapeConfig::new(format!(
+                "{}/metrics",
+                self.admin_url.trim_end_matches('/')
+            )))
+        })
+    }
+}
+
+fn default_step() -> u32 {
+    5
+}
+
+/// What an operator must do before a change goes through.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConfirmPolicy {
+    /// No question asked.
+    None,
+    /// A yes/no question.
+    #[default]
+    Yes,
+    /// The operator types the environment's name.
+    TypeName,
+}
+
+/// A time when changes are refused unless forced with a reason. Either an absolute range
+/// (`from`/`to`, RFC 3339) or a weekly one (`days` with optional `start`/`end`, UTC).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FreezeWindow {
+    #[serde(default)]
+    pub from: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub to: Option<DateTime<Utc>>,
+    /// e.g. `["fri", "sat", "sun"]`.
+    #[serde(default)]
+    pub days: Vec<String>,
+    /// `HH:MM` UTC; default the whole day.
+    #[serde(default)]
+    pub start: Option<String>,
+    #[serde(default)]
+    pub end: Option<String>,
+    pub reason: String,
+}
+
+impl FreezeWindow {
+    pub fn covers(&self, now: DateTime<Utc>) -> bool {
+        if self.from.is_some() || self.to.is_some() {
+            return self.from.is_none_or(|f| now >= f) && self.to.is_none_or(|t| now < t);
+        }
+        if self.days.is_empty() {
+            return false;
+        }
+        let day_ok = self
+            .days
+            .iter()
+            .any(|d| d.parse::<Weekday>().is_ok_and(|w| w == now.weekday()));
+        let t = now.time();
+        let start = self
+            .start
+            .as_deref()
+            .and_then(|s| NaiveTime::parse_from_str(s, "%H:%M").ok())
+            .unwrap_or(NaiveTime::MIN);
+        let end = self
+            .end
+            .as_deref()
+            .and_then(|s| NaiveTime::parse_from_str(s, "%H:%M").ok());
+        day_ok && t >= start && end.is_none_or(|e| t < e)
+    }
+}
+
+impl CockpitConfig {
+    pub fn env(&self, name: &str) -> Option<&EnvDef> {
+        self.environments.iter().find(|e| e.name == name)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.environments.is_empty() {
+            return Err("no [[environments]] defined".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for e in &self.environments {
+            if !seen.insert(&e.name) {
+                return Err(format!("environment {:?} is defined twice", e.name));
+            }
+            if !(e.admin_url.starts_with("http://") || e.admin_url.starts_with("https://")) {
+                return Err(format!(
+                    "environment {:?}: admin_url must start with http:// or https://",
+                    e.name
+                ));
+            }
+            for (i, f) in e.freeze.iter().enumerate() {
+                for t in [&f.start, &f.end].into_iter().flatten() {
+                    if NaiveTime::parse_from_str(t, "%H:%M").is_err() {
+                        return Err(format!(
+                            "environment {:?}: freeze[{i}]: {t:?} is not HH:MM",
+                            e.name
+                        ));
+                    }
+                }
+                for d in &f.days {
+                    if d.parse::<Weekday>().is_err() {
+                        return Err(format!(
+                            "environment {:?}: freeze[{i}]: {d:?} is not a weekday",
+                            e.name
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `--config`, else `./signalbox.toml`, else `$XDG_CONFIG_HOME/signalbox/config.toml`.
+pub fn find(explicit: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = explicit {
+        return Some(p.to_path_buf());
+    }
+    let local = PathBuf::from("signalbox.toml");
+    if local.exists() {
+        return Some(local);
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    let p = base.join("signalbox").join("config.toml");
+    p.exists().then_some(p)
+}
+
+pub fn load(path: &Path) -> Result<CockpitConfig, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let cfg: CockpitConfig = toml::from_str(&text).map_err(|e| {
+        let (line, col) = e
+            .span()
+            .map(|s| {
+                let before = &text[..s.start.min(text.len())];
+                (
+                    before.matches('\n').count() + 1,
+                    s.start - before.rfind('\n').map_or(0, |i| i + 1) + 1,
+                )
+            })
+            .unwrap_or((1, 1));
+        format!("{}:{line}:{col}: {}", path.display(), e.message())
+    })?;
+    cfg.validate()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(cfg)
+}
+
+/// The default actor: `$USER@hostname`.
+pub fn default_actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{user}@{host}")
+}
+
+pub fn default_audit_log() -> PathBuf {
+    std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("signalbox")
+        .join("audit.jsonl")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_example_and_reports_positions() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/signalbox.toml"
+        ))
+        .unwrap();
+        let cfg: CockpitConfig = toml::from_str(&text).unwrap();
+        cfg.validate().unwrap();
+        let prod = cfg.env("prod").unwrap();
+        assert_eq!(prod.confirm, ConfirmPolicy::TypeName);
+        assert_eq!(prod.max_canary_step, Some(25));
+
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bad.toml");
+        std::fs::write(
+            &p,
+            "[[environments]]\nname = \"x\"\nadmin_url = \"http://a\"\nconfirm = \"maybe\"\n",
+        )
+        .unwrap();
+        let e = load(&p).unwrap_err();
+        assert!(e.contains("bad.toml:4:"), "{e}");
+    }
+
+    #[test]
+    fn freeze_windows() {
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let abs = FreezeWindow {
+            from: Some(at("2026-12-24T00:00:00Z")),
+            to: Some(at("2026-12-27T00:00:00Z")),
+            days: vec![],
+            start: None,
+            end: None,
+            reason: "holidays".into(),
+        };
+        assert!(abs.covers(at("2026-12-25T12:00:00Z")));
+        assert!(!abs.covers(at("2026-12-27T00:00:00Z")));
+        let weekly = FreezeWindow {
+            from: None,
+            to: None,
+            days: vec!["fri".into()],
+            start: Some("16:00".into()),
+            end: None,
+            reason: "no Friday deploys".into(),
+        };
+        assert!(
+            weekly.covers(at("2026-11-20T17:00:00Z")),
+            "a Friday evening"
+        );
+        assert!(!weekly.covers(at("2026-11-20T15:00:00Z")));
+        assert!(!weekly.covers(at("2026-11-21T17:00:00Z")), "a Saturday");
+    }
+}

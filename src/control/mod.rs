@@ -1,0 +1,490 @@
+//! The one path for every change. The TUI, `signalbox ctl` and walkthroughs all come here:
+//! [`plan`] runs the preflight checks and works out before → after (no side effects, so a
+//! front end can show it and ask); [`execute`] applies a confirmed plan through the
+//! environment's backend, reads the state back to verify it, and appends to the audit
+//! journal whatever happened.
+
+pub mod audit;
+pub mod backend;
+pub mod envfile;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use self::audit::{AuditEntry, Journal};
+use self::backend::{BackendError, GatewayBackend, Request};
+use self::envfile::{ConfirmPolicy, EnvDef};
+use crate::domain::action::weights_text;
+use crate::domain::status::flip_target;
+use crate::domain::{Action, Check, FlagState, GatewayStatus, Outcome};
+use crate::gateway::secrets;
+
+/// One environment the cockpit can act on.
+pub struct Env {
+    pub def: EnvDef,
+    pub backend: GatewayBackend,
+}
+
+impl Env {
+    /// Resolves the token reference; the token itself is never shown.
+    pub fn connect(def: EnvDef) -> Result<Self, String> {
+        let token = match (&def.token_env, &def.token_file) {
+            (Some(e), _) => Some(
+                secrets::resolve(&crate::gateway::config::SecretRef::Env(e.clone()))
+                    .map_err(|e| format!("environment {:?}: {e}", def.name))?,
+            ),
+            (None, Some(f)) => Some(
+                secrets::resolve(&crate::gateway::config::SecretRef::File(f.clone()))
+                    .map_err(|e| format!("environment {:?}: {e}", def.name))?,
+            ),
+            (None, None) => None,
+        };
+        Ok(Self {
+            backend: GatewayBackend::new(&def.admin_url, token),
+            def,
+        })
+    }
+}
+
+/// A change worked out and checked, waiting for confirmation.
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    pub env: String,
+    pub action: Action,
+    /// The action in words, e.g. "flip users to green".
+    pub description: String,
+    pub before: String,
+    pub after: String,
+    pub checks: Vec<Check>,
+    pub confirm: ConfirmPolicy,
+    /// The revision the plan was made against; applying sends it as If-Match.
+    pub base_revision: u64,
+    /// Set when a freeze window was overridden.
+    pub forced: Option<String>,
+    #[serde(skip)]
+    request: Option<Request>,
+}
+
+impl Plan {
+    /// True when every check passed, so the plan may be executed.
+    pub fn allowed(&self) -> bool {
+        self.checks.iter().all(|c| c.passed)
+    }
+}
+
+/// What came of executing a plan.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub outcome: Outcome,
+    pub revision: Option<u64>,
+    pub error: Option<String>,
+    /// The state after the change (when it could be read back).
+    #[serde(skip)]
+    pub state: Option<GatewayStatus>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("{0}")]
+    Backend(#[from] BackendError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Preflight and before → after for `action`, against the environment's current state.
+/// `force` is the reason given to override a freeze window.
+pub async fn plan(
+    env: &Env,
+    action: Action,
+    force: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Plan, PlanError> {
+    let status = env.backend.status().await?;
+    let mut checks = Vec::new();
+    let def = &env.def;
+    checks.push(if def.read_only {
+        Check::fail(
+            "environment is writable",
+            format!("{} is read-only", def.name),
+        )
+    } else {
+        Check::pass("environment is writable", "not read-only")
+    });
+    let frozen: Vec<&str> = def
+        .freeze
+        .iter()
+        .filter(|f| f.covers(now))
+        .map(|f| f.reason.as_str())
+        .collect();
+    let mut forced = None;
+    checks.push(match (frozen.is_empty(), force) {
+        (true, _) => Check::pass("no change freeze", "no freeze window now"),
+        (false, Some(reason)) if !reason.trim().is_empty() => {
+            forced = Some(reason.trim().to_string());
+            Check::pass(
+                "no change freeze",
+                format!("frozen ({}), forced: {}", frozen.join("; "), reason.trim()),
+            )
+        }
+        (false, _) => Check::fail(
+            "no change freeze",
+            format!(
+                "frozen: {}; force with a reason to override",
+                frozen.join("; ")
+            ),
+        ),
+    });
+
+    let (request, before, after) = match &action {
+        Action::SetSplit { route, weights } => {
+            split_plan(&status, route, weights.clone(), def, &mut checks)?
+        }
+        Action::SetCanary { route, percent } => {
+            let r = status
+                .route(route)
+                .ok_or_else(|| PlanError::Invalid(format!("no route {route:?} in {}", def.name)))?;
+            let (stable, canary) = r.canary_pair().ok_or_else(|| PlanError::Invalid(format!("route {route:?} has no canary side (set `canary:` on the route, or a header canary)")))?;
+            if *percent > 100 {
+                return Err(PlanError::Invalid(format!(
+                    "a canary weight is a percentage, 0 to 100; got {percent}"
+                )));
+            }
+            let mut weights: BTreeMap<String, u32> =
+                r.split.keys().map(|k| (k.clone(), 0)).collect();
+            weights.insert(stable.to_string(), 100 - percent);
+            weights.insert(canary.to_string(), *percent);
+            let current = r.percent(canary);
+            if let Some(max) = def.max_canary_step {
+                let step = current.abs_diff(*percent);
+                checks.push(if step <= max {
+                    Check::pass(
+                        "canary step within limit",
+                        format!("{current}% → {percent}% is a step of {step} (max {max})"),
+                    )
+                } else {
+                    Check::fail(
+                        "canary step within limit",
+                        format!(
+                            "{current}% → {percent}% is a step of {step}; {} allows at most {max}",
+                            def.name
+                        ),
+                    )
+                });
+            }
+            split_plan(&status, route, weights, def, &mut checks)?
+        }
+        Action::Flip { route, to } => {
+            let r = status
+                .route(route)
+                .ok_or_else(|| PlanError::Invalid(format!("no route {route:?} in {}", def.name)))?;
+            let target = flip_target(&r.split, to.as_deref()).map_err(PlanError::Invalid)?;
+            let weights = r
+                .split
+                .keys()
+                .map(|k| (k.clone(), if *k == target { 100 } else { 0 }))
+                .collect();
+            split_plan(&status, route, weights, def, &mut checks)?
+        }
+        Action::SetFlag {
+            key,
+            state,
+            variant,
+        } => {
+            let f = status
+                .flag(key)
+                .ok_or_else(|| PlanError::Invalid(format!("no flag {key:?} in {}", def.name)))?;
+            if let Some(v) = variant
+                && !f.variants.contains(v)
+            {
+                return Err(PlanError::Invalid(format!(
+                    "flag {key:?} has no variant {v:?} (it has {})",
+                    f.variants.join(", ")
+                )));
+            }
+            let show = |s: FlagState, v: Option<&str>| {
+                format!(
+                    "{key}: {} (default {})",
+                    if s == FlagState::Enabled { "on" } else { "off" },
+                    v.unwrap_or("none")
+                )
+            };
+            let before = show(f.state, f.default_variant.as_deref());
+            let after = show(
+                state.unwrap_or(f.state),
+                variant.as_deref().or(f.default_variant.as_deref()),
+            );
+            (
+                Request::SetFlag {
+                    key: key.clone(),
+                    state: *state,
+                    variant: variant.clone(),
+                },
+                before,
+                after,
+            )
+        }
+        Action::Rollback { to } => {
+            let target = to.unwrap_or(status.revision.saturating_sub(1));
+            if target == 0 || target == status.revision {
+                return Err(PlanError::Invalid(format!(
+                    "revision {target} cannot be rolled back to (current: {})",
+                    status.revision
+                )));
+            }
+            let rec = env.backend.revision(target).await.map_err(|e| match e {
+                BackendError::Rejected(_) => {
+                    PlanError::Invalid(format!("revision {target} is not in the history"))
+                }
+                other => other.into(),
+            })?;
+            checks.push(Check::pass(
+                "revision is in the history",
+                format!("revision {target}: {}", rec.info.description),
+            ));
+            let before = format!(
+                "revision {}: {}",
+                status.revision,
+                splits_text(status.routes.iter().map(|r| (&r.name, &r.split)))
+            );
+            let after = format!(
+                "revision {target}: {}",
+                splits_text(rec.config.routes.iter().map(|r| (&r.name, &r.split)))
+            );
+            (Request::Rollback { to: target }, before, after)
+        }
+        Action::Rollforward => {
+            let revs = env.backend.revisions().await?;
+            let head = revs.iter().find(|r| r.number == status.revision);
+            let Some(crate::domain::Change::Rollback { from, .. }) = head.map(|h| &h.change) else {
+                return Err(PlanError::Invalid(
+                    "nothing to roll forward: the current revision is not a rollback".into(),
+                ));
+            };
+            let rec = env.backend.revision(*from).await?;
+            let before = format!(
+                "revision {}: {}",
+                status.revision,
+                splits_text(status.routes.iter().map(|r| (&r.name, &r.split)))
+            );
+            let after = format!(
+                "revision {from}: {}",
+                splits_text(rec.config.routes.iter().map(|r| (&r.name, &r.split)))
+            );
+            (Request::Rollforward, before, after)
+        }
+    };
+    Ok(Plan {
+        env: def.name.clone(),
+        description: action.to_string(),
+        action,
+        before,
+        after,
+        checks,
+        confirm: def.confirm,
+        base_revision: status.revision,
+        forced,
+        request: Some(request),
+    })
+}
+
+fn splits_text<'a>(
+    routes: impl Iterator<Item = (&'a String, &'a BTreeMap<String, u32>)>,
+) -> String {
+    routes
+        .map(|(n, s)| format!("{n} {}", weights_text(s)))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn split_plan(
+    status: &GatewayStatus,
+    route: &str,
+    weights: BTreeMap<String, u32>,
+    def: &EnvDef,
+    checks: &mut Vec<Check>,
+) -> Result<(Request, String, String), PlanError> {
+    let r = status
+        .route(route)
+        .ok_or_else(|| PlanError::Invalid(format!("no route {route:?} in {}", def.name)))?;
+    for (up, w) in &weights {
+        if *w == 0 {
+            continue;
+        }
+        checks.push(match status.upstream(up) {
+            None => Check::fail(
+                format!("{up} exists"),
+                format!("{} has no upstream {up:?}", def.name),
+            ),
+            Some(u) if u.healthy_targets() == 0 => Check::fail(
+                format!("{up} is healthy"),
+                format!("0/{} targets healthy", u.targets.len()),
+            ),
+            Some(u) => Check::pass(
+                format!("{up} is healthy"),
+                format!(
+                    "{}/{} targets healthy",
+                    u.healthy_targets(),
+                    u.targets.len()
+                ),
+            ),
+        });
+    }
+    let before = format!("{route}: {}", weights_text(&r.split));
+    let after = format!("{route}: {}", weights_text(&weights));
+    Ok((
+        Request::SetSplit {
+            route: route.to_string(),
+            weights,
+        },
+        before,
+        after,
+    ))
+}
+
+/// Applies a plan the operator confirmed (or refuses it if a check failed), verifies the
+/// result, and records the outcome in the journal.
+pub async fn execute(env: &Env, plan: &Plan, journal: &Journal, actor: &str) -> Report {
+    let report = if !plan.allowed() {
+        let failed: Vec<String> = plan
+            .checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect();
+        Report {
+            outcome: Outcome::Refused,
+            revision: None,
+            error: Some(failed.join("; ")),
+            state: None,
+        }
+    } else {
+        match &plan.request {
+            None => Report {
+                outcome: Outcome::Failed,
+                revision: None,
+                error: Some("the plan has no request".into()),
+                state: None,
+            },
+            Some(req) => apply_and_verify(env, req, plan.base_revision, actor).await,
+        }
+    };
+    record(journal, plan, actor, &report);
+    report
+}
+
+/// Records a plan that was not applied: the operator said no (`Cancelled`) or could not be
+/// asked (`Refused`).
+pub fn not_applied(
+    plan: &Plan,
+    journal: &Journal,
+    actor: &str,
+    outcome: Outcome,
+    error: Option<String>,
+) -> Report {
+    let report = Report {
+        outcome,
+        revision: None,
+        error,
+        state: None,
+    };
+    record(journal, plan, actor, &report);
+    report
+}
+
+fn record(journal: &Journal, plan: &Plan, actor: &str, report: &Report) {
+    let entry = AuditEntry {
+        time: Utc::now(),
+        actor: actor.to_string(),
+        env: plan.env.clone(),
+        action: plan.action.clone(),
+        description: plan.description.clone(),
+        before: plan.before.clone(),
+        after: plan.after.clone(),
+        checks: plan.checks.clone(),
+        outcome: report.outcome,
+        revision: report.revision,
+        error: report.error.clone(),
+        forced: plan.forced.clone(),
+    };
+    if let Err(e) = journal.append(&entry) {
+        tracing::error!(journal = %journal.path().display(), error = %e, "cannot write the audit journal");
+    }
+}
+
+async fn apply_and_verify(env: &Env, req: &Request, base: u64, actor: &str) -> Report {
+    let result = match env.backend.apply(req, base, actor).await {
+        Ok(r) => r,
+        Err(BackendError::Conflict { current }) => {
+            return Report {
+                outcome: Outcome::Conflict,
+                revision: None,
+                error: Some(format!(
+                    "changed by someone else: {} moved from revision {base} to {current}; look again and retry",
+                    env.def.name
+                )),
+                state: None,
+            };
+        }
+        Err(BackendError::Rejected(m)) => {
+            return Report {
+                outcome: Outcome::Refused,
+                revision: None,
+                error: Some(m),
+                state: None,
+            };
+        }
+        Err(e) => {
+            return Report {
+                outcome: Outcome::Failed,
+                revision: None,
+                error: Some(e.to_string()),
+                state: None,
+            };
+        }
+    };
+    let number = result.revision.number;
+    // Read back: the change must be what the environment now serves.
+    let check = match env.backend.status().await {
+        Ok(s) => {
+            let took = s.revision >= number
+                && match req {
+                    Request::SetSplit { route, weights } => {
+                        s.route(route).is_some_and(|r| &r.split == weights)
+                    }
+                    Request::SetFlag {
+                        key,
+                        state,
+                        variant,
+                    } => s.flag(key).is_some_and(|f| {
+                        state.is_none_or(|st| f.state == st)
+                            && variant
+                                .as_ref()
+                                .is_none_or(|v| f.default_variant.as_ref() == Some(v))
+                    }),
+                    Request::Rollback { .. } | Request::Rollforward => {
+                        s.config_hash == result.state.config_hash
+                    }
+                };
+            (took, Some(s))
+        }
+        Err(_) => (false, None),
+    };
+    match check {
+        (true, state) => Report {
+            outcome: Outcome::Applied,
+            revision: Some(number),
+            error: None,
+            state,
+        },
+        (false, state) => Report {
+            outcome: Outcome::Unverified,
+            revision: Some(number),
+            error: Some(format!(
+                "revision {number} was accepted, but reading the state back did not show the change"
+            )),
+            state,
+        },
+    }
+}

@@ -1,0 +1,236 @@
+//! What a gateway reports about itself (`GET /admin/state`, `GET /admin/revisions`), as
+//! plain data shared by the gateway (which serves it) and the cockpit (which reads it).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::action::FlagState;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct GatewayStatus {
+    pub revision: u64,
+    pub config_hash: String,
+    pub routes: Vec<RouteStatus>,
+    pub upstreams: Vec<UpstreamStatus>,
+    pub flags: Vec<FlagStatus>,
+}
+
+impl GatewayStatus {
+    pub fn route(&self, name: &str) -> Option<&RouteStatus> {
+        self.routes.iter().find(|r| r.name == name)
+    }
+    pub fn upstream(&self, name: &str) -> Option<&UpstreamStatus> {
+        self.upstreams.iter().find(|u| u.name == name)
+    }
+    pub fn flag(&self, key: &str) -> Option<&FlagStatus> {
+        self.flags.iter().find(|f| f.key == key)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RouteStatus {
+    pub name: String,
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub exact_paths: Vec<String>,
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Upstream → weight.
+    pub split: BTreeMap<String, u32>,
+    pub canary_by_header: Option<HeaderCanaryStatus>,
+    /// The upstream `ctl canary` moves traffic to, when the route has one.
+    pub canary: Option<String>,
+    pub sticky: Option<String>,
+    /// Plugin names in the order they run.
+    pub filters: Vec<String>,
+    /// The flag that gates this route, if any.
+    pub flag: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HeaderCanaryStatus {
+    pub name: String,
+    pub value: String,
+    pub upstream: String,
+}
+
+impl RouteStatus {
+    pub fn total_weight(&self) -> u64 {
+        self.split.values().map(|w| u64::from(*w)).sum()
+    }
+
+    /// Percent of split traffic an upstream gets, rounded.
+    pub fn percent(&self, upstream: &str) -> u32 {
+        let total = self.total_weight();
+        if total == 0 {
+            return 0;
+        }
+        let w = u64::from(self.split.get(upstream).copied().unwrap_or(0));
+        ((w * 100 + total / 2) / total) as u32
+    }
+
+    /// The upstream with the most weight (first by name on a tie).
+    pub fn live(&self) -> Option<&str> {
+        self.split
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+            .map(|(k, _)| k.as_str())
+    }
+
+    /// (stable, canary) for a route that has a canary side.
+    pub fn canary_pair(&self) -> Option<(&str, &str)> {
+        let canary = self.canary.as_deref()?;
+        let stable = self.split.keys().find(|k| k.as_str() != canary)?;
+        Some((stable.as_str(), canary))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UpstreamStatus {
+    pub name: String,
+    pub targets: Vec<TargetStatus>,
+}
+
+impl UpstreamStatus {
+    pub fn healthy_targets(&self) -> usize {
+        self.targets
+            .iter()
+            .filter(|t| t.healthy && !t.ejected)
+            .count()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TargetStatus {
+    pub addr: String,
+    /// Passing active health checks (true when there are none).
+    pub healthy: bool,
+    /// Sitting out after consecutive failures.
+    pub ejected: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FlagStatus {
+    pub key: String,
+    pub state: FlagState,
+    pub default_variant: Option<String>,
+    pub variants: Vec<String>,
+    pub has_targeting: bool,
+}
+
+/// One entry of a gateway's revision history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RevisionInfo {
+    pub number: u64,
+    #[schema(value_type = String, format = DateTime)]
+    pub time: DateTime<Utc>,
+    pub actor: String,
+    /// What made this revision, in words.
+    pub description: String,
+    pub change: Change,
+    pub hash: String,
+}
+
+/// What produced a revision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Change {
+    /// The first config, from a file.
+    Start {
+        source: String,
+    },
+    /// The config file was read again (SIGHUP, file change, or reset).
+    Reload {
+        source: String,
+    },
+    /// A full config arrived through the admin API.
+    ReplaceConfig,
+    SetSplit {
+        route: String,
+        weights: BTreeMap<String, u32>,
+    },
+    SetFlag {
+        key: String,
+        state: Option<FlagState>,
+        variant: Option<String>,
+    },
+    Rollback {
+        to: u64,
+        from: u64,
+    },
+    Rollforward {
+        to: u64,
+        from: u64,
+    },
+}
+
+/// Where a flip sends all traffic: `to` when named, else the other side of a two-way split
+/// (the side with less traffic now).
+pub fn flip_target(split: &BTreeMap<String, u32>, to: Option<&str>) -> Result<String, String> {
+    if let Some(to) = to {
+        return if split.contains_key(to) {
+            Ok(to.to_string())
+        } else {
+            Err(format!(
+                "{to:?} is not in this route's split ({})",
+                split.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        };
+    }
+    if split.len() != 2 {
+        return Err(format!(
+            "this route splits over {} upstreams; name the one to flip to",
+            split.len()
+        ));
+    }
+    let sides: Vec<(&String, &u32)> = split.iter().collect();
+    let (x, y) = (sides[0], sides[1]);
+    Ok(if x.1 <= y.1 { x.0.clone() } else { y.0.clone() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flip_picks_the_quiet_side_or_the_named_one() {
+        let s: BTreeMap<String, u32> = [("blue".into(), 100), ("green".into(), 0)].into();
+        assert_eq!(flip_target(&s, None).unwrap(), "green");
+        let s: BTreeMap<String, u32> = [("blue".into(), 0), ("green".into(), 100)].into();
+        assert_eq!(flip_target(&s, None).unwrap(), "blue");
+        assert_eq!(flip_target(&s, Some("green")).unwrap(), "green");
+        assert!(flip_target(&s, Some("red")).is_err());
+        let three: BTreeMap<String, u32> =
+            [("a".into(), 1), ("b".into(), 1), ("c".into(), 1)].into();
+        assert!(flip_target(&three, None).is_err());
+    }
+
+    fn route(split: &[(&str, u32)], canary: Option<&str>) -> RouteStatus {
+        RouteStatus {
+            name: "r".into(),
+            paths: vec![],
+            exact_paths: vec![],
+            methods: vec![],
+            hosts: vec![],
+            split: split.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            canary_by_header: None,
+            canary: canary.map(String::from),
+            sticky: None,
+            filters: vec![],
+            flag: None,
+        }
+    }
+
+    #[test]
+    fn live_side_and_percent() {
+        let r = route(&[("blue", 100), ("green", 0)], None);
+        assert_eq!(r.live(), Some("blue"));
+        assert_eq!(r.percent("green"), 0);
+        let r = route(&[("v1", 3), ("v2", 1)], Some("v2"));
+        assert_eq!(r.percent("v2"), 25);
+        assert_eq!(r.canary_pair(), Some(("v1", "v2")));
+    }
+}

@@ -1,0 +1,416 @@
+//! The event loop: the terminal (raw mode, alternate screen, always restored), one poller
+//! task per environment, and plan/execute tasks. Everything reaches the UI as an [`Event`]
+//! on one channel, so drawing never waits on the network.
+
+use std::collections::HashMap;
+use std::io::{self, Stdout};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use chrono::{Timelike, Utc};
+use crossterm::event::{self as ct, KeyCode, KeyEventKind, KeyModifiers};
+use crossterm::terminal::{self, EnterAlternateScreen, LeaveAlternateScreen};
+use ratatui::Terminal;
+use ratatui::backend::CrosstermBackend;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::app::{self, App, Command, Event, ExecResult, PlanView};
+use super::keymap::Key;
+use super::theme::{self, Theme};
+use super::views;
+use crate::control::audit::Journal;
+use crate::control::envfile::{self, CockpitConfig};
+use crate::control::{self, Env, Plan, PlanError};
+use crate::domain::Outcome;
+
+const POLL_EVERY: Duration = Duration::from_secs(1);
+const TICK: Duration = Duration::from_millis(250);
+
+pub struct TuiOptions {
+    /// The environment to open on (default: the first).
+    pub env: Option<String>,
+    /// Remove every mutating key.
+    pub read_only: bool,
+    /// Theme name; `NO_COLOR` forces monochrome.
+    pub theme: Option<String>,
+}
+
+enum Msg {
+    App(Event),
+    Redraw,
+}
+
+/// Set while the terminal is in raw mode / alternate screen, so restoring is idempotent
+/// (drop, panic hook and signal paths may all try).
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+fn restore_terminal() {
+    if ACTIVE.swap(false, Ordering::SeqCst) {
+        let _ = terminal::disable_raw_mode();
+        let _ = crossterm::execute!(io::stdout(), LeaveAlternateScreen, crossterm::cursor::Show);
+    }
+}
+
+struct TerminalGuard {
+    term: Terminal<CrosstermBackend<Stdout>>,
+}
+
+impl TerminalGuard {
+    fn enter() -> anyhow::Result<Self> {
+        terminal::enable_raw_mode().context("cannot put the terminal in raw mode")?;
+        ACTIVE.store(true, Ordering::SeqCst);
+        let guard = |e: io::Error| {
+            restore_terminal();
+            anyhow::Error::from(e)
+        };
+        crossterm::execute!(io::stdout(), EnterAlternateScreen, crossterm::cursor::Hide)
+            .map_err(guard)?;
+        let term = Terminal::new(CrosstermBackend::new(io::stdout())).map_err(guard)?;
+        Ok(Self { term })
+    }
+}
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        restore_terminal();
+    }
+}
+
+fn install_panic_hook() {
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        // Leave the alternate screen first, or the message is lost with it.
+        restore_terminal();
+        prev(info);
+    }));
+}
+
+fn key_from(ev: &ct::KeyEvent) -> Option<Key> {
+    if ev.kind == KeyEventKind::Release {
+        return None;
+    }
+    Some(match ev.code {
+        KeyCode::Char('c') if ev.modifiers.contains(KeyModifiers::CONTROL) => Key::Interrupt,
+        KeyCode::Char(c) => Key::Char(c),
+        KeyCode::Enter => Key::Enter,
+        KeyCode::Esc => Key::Esc,
+        KeyCode::Up => Key::Up,
+        KeyCode::Down => Key::Down,
+        KeyCode::Left => Key::Left,
+        KeyCode::Right => Key::Right,
+        KeyCode::Tab => Key::Tab,
+        KeyCode::BackTab => Key::BackTab,
+        KeyCode::Backspace => Key::Backspace,
+        _ => return None,
+    })
+}
+
+/// Reads the terminal on a plain thread (crossterm's reader blocks); stops when `stop` is set.
+fn spawn_input(tx: mpsc::Sender<Msg>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match ct::poll(Duration::from_millis(100)) {
+                Ok(false) => continue,
+                Ok(true) => {}
+                Err(_) => return,
+            }
+            let msg = match ct::read() {
+                Ok(ct::Event::Key(k)) => match key_from(&k) {
+                    Some(k) => Msg::App(Event::Key(k)),
+                    None => continue,
+                },
+                Ok(ct::Event::Resize(..)) => Msg::Redraw,
+                Ok(_) => continue,
+                Err(_) => return,
+            };
+            if tx.blocking_send(msg).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+fn spawn_poller(index: usize, env: Arc<Env>, tx: mpsc::Sender<Msg>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(POLL_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let status = env.backend.status().await.map_err(|e| e.to_string());
+            let revisions = match status {
+                Ok(_) => env.backend.revisions().await.ok(),
+                Err(_) => None,
+            };
+            let ev = Event::EnvUpdate {
+                env: index,
+                status,
+                revisions,
+                at: Utc::now(),
+            };
+            if tx.send(Msg::App(ev)).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+struct Backends {
+    /// In definition order (the app's environment index): name and connection.
+    envs: Vec<(String, Result<Arc<Env>, String>)>,
+    plans: Arc<Mutex<HashMap<u64, PendingPlan>>>,
+    journal: Arc<Journal>,
+    actor: Arc<str>,
+    tx: mpsc::Sender<Msg>,
+}
+
+struct PendingPlan {
+    index: usize,
+    env: Arc<Env>,
+    plan: Plan,
+}
+
+impl Backends {
+    fn env(&self, name: &str) -> Result<(usize, Arc<Env>), String> {
+        match self.envs.iter().enumerate().find(|(_, (n, _))| n == name) {
+            Some((i, (_, Ok(env)))) => Ok((i, env.clone())),
+            Some((_, (_, Err(e)))) => Err(e.clone()),
+            None => Err(format!("no environment {name:?}")),
+        }
+    }
+
+    fn take(&self, id: u64) -> Option<PendingPlan> {
+        self.plans.lock().ok()?.remove(&id)
+    }
+
+    /// Carries out one command off the UI task; returns false to quit.
+    fn handle(&self, cmd: Command) -> bool {
+        match cmd {
+            Command::Quit => return false,
+            Command::Plan { id, env, action } => {
+                let tx = self.tx.clone();
+                let plans = self.plans.clone();
+                let env = self.env(&env);
+                tokio::spawn(async move {
+                    let result = match env {
+                        Err(e) => Err(e),
+                        Ok((index, env)) => {
+                            match control::plan(&env, action, None, Utc::now()).await {
+                                Ok(plan) => {
+                                    let view = PlanView::from(&plan);
+                                    if let Ok(mut m) = plans.lock() {
+                                        m.insert(
+                                            id,
+                                            PendingPlan {
+                                                index,
+                                                env: env.clone(),
+                                                plan,
+                                            },
+                                        );
+                                    }
+                                    Ok(view)
+                                }
+                                Err(PlanError::Invalid(m)) => Err(m),
+                                Err(PlanError::Backend(e)) => Err(format!("{}: {e}", env.def.name)),
+                            }
+                        }
+                    };
+                    let _ = tx.send(Msg::App(Event::Planned { id, result })).await;
+                });
+            }
+            Command::Execute { id } => {
+                let tx = self.tx.clone();
+                let journal = self.journal.clone();
+                let actor = self.actor.clone();
+                let taken = self.take(id);
+                tokio::spawn(async move {
+                    let Some(PendingPlan { index, env, plan }) = taken else {
+                        let result = ExecResult {
+                            outcome: Outcome::Failed,
+                            revision: None,
+                            error: Some("the plan was lost before it could be applied".into()),
+                        };
+                        let _ = tx.send(Msg::App(Event::Executed { id, result })).await;
+                        return;
+                    };
+                    let report = control::execute(&env, &plan, &journal, &actor).await;
+                    let result = ExecResult::from(&report);
+                    let _ = tx.send(Msg::App(Event::Executed { id, result })).await;
+                    // Show the new state at once rather than on the next poll.
+                    if let Some(state) = report.state {
+                        let ev = Event::EnvUpdate {
+                            env: index,
+                            status: Ok(state),
+                            revisions: env.backend.revisions().await.ok(),
+                            at: Utc::now(),
+                        };
+                        let _ = tx.send(Msg::App(ev)).await;
+                    }
+                });
+            }
+            Command::Cancel { id } => {
+                if let Some(PendingPlan { plan, .. }) = self.take(id) {
+                    let journal = self.journal.clone();
+                    let actor = self.actor.clone();
+                    tokio::task::spawn_blocking(move || {
+                        control::not_applied(&plan, &journal, &actor, Outcome::Cancelled, None);
+                    });
+                }
+            }
+        }
+        true
+    }
+}
+
+/// Runs the cockpit until the operator quits or SIGTERM/SIGHUP arrives. Returns the exit code.
+pub async fn run(cfg: CockpitConfig, opts: TuiOptions) -> anyhow::Result<i32> {
+    let theme = Theme::select(
+        opts.theme.as_deref().or(cfg.theme.as_deref()),
+        theme::no_color_from_env(),
+    )
+    .map_err(|e| anyhow!(e))?;
+    let names: Vec<String> = cfg.environments.iter().map(|e| e.name.clone()).collect();
+    let current = match &opts.env {
+        None => 0,
+        Some(n) => names
+            .iter()
+            .position(|x| x == n)
+            .ok_or_else(|| anyhow!("no environment {n:?}; known: {}", names.join(", ")))?,
+    };
+    let actor: Arc<str> = cfg
+        .actor
+        .clone()
+        .unwrap_or_else(envfile::default_actor)
+        .into();
+    let journal = Arc::new(Journal::new(
+        cfg.audit_log
+            .clone()
+            .unwrap_or_else(envfile::default_audit_log),
+    ));
+
+    // The terminal first: if it cannot be set up, no poller has been started.
+    install_panic_hook();
+    let mut guard = TerminalGuard::enter()?;
+    let (tx, mut rx) = mpsc::channel::<Msg>(256);
+    let mut app = App::new(
+        cfg.environments.clone(),
+        current,
+        opts.read_only,
+        Utc::now(),
+    );
+    let mut pollers = Vec::new();
+    let mut envs = Vec::new();
+    for (i, def) in cfg.environments.iter().enumerate() {
+        match Env::connect(def.clone()) {
+            Ok(env) => {
+                let env = Arc::new(env);
+                pollers.push(spawn_poller(i, env.clone(), tx.clone()));
+                envs.push((def.name.clone(), Ok(env)));
+            }
+            Err(e) => {
+                app::update(
+                    &mut app,
+                    Event::EnvUpdate {
+                        env: i,
+                        status: Err(e.clone()),
+                        revisions: None,
+                        at: Utc::now(),
+                    },
+                );
+                envs.push((def.name.clone(), Err(e)));
+            }
+        }
+    }
+    let backends = Backends {
+        envs,
+        plans: Arc::default(),
+        journal,
+        actor,
+        tx: tx.clone(),
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let input = spawn_input(tx.clone(), stop.clone());
+    drop(tx);
+
+    let mut term_sig = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    let mut hup_sig = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot listen for SIGHUP")?;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+
+    let mut dirty = true;
+    let result: anyhow::Result<i32> = loop {
+        if dirty {
+            if let Err(e) = guard.term.draw(|f| views::draw(f, &app, &theme)) {
+                break Err(anyhow!(e).context("cannot draw to the terminal"));
+            }
+            dirty = false;
+        }
+        let cmds = tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(Msg::App(ev)) => { dirty = true; app::update(&mut app, ev) }
+                Some(Msg::Redraw) => {
+                    let _ = guard.term.autoresize();
+                    dirty = true;
+                    vec![]
+                }
+                None => break Ok(0),
+            },
+            _ = tick.tick() => {
+                let now = Utc::now();
+                let toasts = app.toasts.len();
+                let second = app.now.second();
+                app::update(&mut app, Event::Tick(now));
+                // The clock and data ages move once a second; redraw then, not every tick.
+                dirty |= now.second() != second || app.toasts.len() != toasts;
+                vec![]
+            }
+            _ = term_sig.recv() => break Ok(0),
+            _ = hup_sig.recv() => break Ok(0),
+        };
+        if !cmds.into_iter().all(|c| backends.handle(c)) {
+            break Ok(0);
+        }
+    };
+
+    stop.store(true, Ordering::Relaxed);
+    for p in &pollers {
+        p.abort();
+    }
+    drop(guard);
+    let _ = input.join();
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn press(code: KeyCode, modifiers: KeyModifiers) -> ct::KeyEvent {
+        ct::KeyEvent::new(code, modifiers)
+    }
+
+    #[test]
+    fn terminal_keys_map_to_cockpit_keys() {
+        assert_eq!(
+            key_from(&press(KeyCode::Char('c'), KeyModifiers::CONTROL)),
+            Some(Key::Interrupt)
+        );
+        assert_eq!(
+            key_from(&press(KeyCode::Char('c'), KeyModifiers::NONE)),
+            Some(Key::Char('c'))
+        );
+        assert_eq!(
+            key_from(&press(KeyCode::Char('R'), KeyModifiers::SHIFT)),
+            Some(Key::Char('R'))
+        );
+        assert_eq!(key_from(&press(KeyCode::F(1), KeyModifiers::NONE)), None);
+        let mut release = press(KeyCode::Char('f'), KeyModifiers::NONE);
+        release.kind = KeyEventKind::Release;
+        assert_eq!(key_from(&release), None, "a key counts once, on press");
+    }
+}

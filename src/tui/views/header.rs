@@ -1,0 +1,84 @@
+//! Two lines: environment tabs with a health dot each and the clock; then the current
+//! environment's connection, revision, data age and the READ-ONLY badge.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+
+use crate::tui::app::{App, Health};
+use crate::tui::theme::Theme;
+
+/// The symbol says it without colour: ● ok, ▲ degraded, ✖ down, ○ no answer yet.
+pub fn health_symbol(h: Health) -> &'static str {
+    match h {
+        Health::Ok => "●",
+        Health::Degraded => "▲",
+        Health::Down => "✖",
+        Health::Unknown => "○",
+    }
+}
+
+pub fn health_style(h: Health, theme: &Theme) -> ratatui::style::Style {
+    match h {
+        Health::Ok => theme.ok,
+        Health::Degraded => theme.warn,
+        Health::Down => theme.bad,
+        Health::Unknown => theme.dim,
+    }
+}
+
+pub fn draw(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    let [top, second] =
+        Layout::vertical([Constraint::Length(1), Constraint::Length(1)]).areas(area);
+    let clock = app.now.format("%H:%M:%S UTC").to_string();
+    let mut spans = vec![Span::styled("signalbox ", theme.title)];
+    for (i, e) in app.envs.iter().enumerate() {
+        let h = e.health();
+        let style = if i == app.current {
+            theme.tab_active
+        } else {
+            theme.base
+        };
+        spans.push(Span::styled(format!(" {} {} ", i + 1, e.def.name), style));
+        spans.push(Span::styled(health_symbol(h), health_style(h, theme)));
+        spans.push(Span::raw(" "));
+    }
+    let [tabs, clk] =
+        Layout::horizontal([Constraint::Min(10), Constraint::Length(clock.len() as u16)])
+            .areas(top);
+    f.render_widget(Paragraph::new(Line::from(spans)), tabs);
+    f.render_widget(Paragraph::new(Span::styled(clock, theme.dim)), clk);
+
+    let Some(env) = app.env() else {
+        return;
+    };
+    let mut line = Vec::new();
+    if app.is_read_only() {
+        line.push(Span::styled(" READ-ONLY ", theme.badge));
+        line.push(Span::raw(" "));
+    }
+    let h = env.health();
+    let conn = match (h, &env.status) {
+        (Health::Down, _) => "DOWN",
+        (Health::Unknown, _) => "connecting",
+        (Health::Degraded, _) => "degraded",
+        (Health::Ok, _) => "connected",
+    };
+    line.push(Span::styled(
+        format!("{} {conn}", health_symbol(h)),
+        health_style(h, theme),
+    ));
+    line.push(Span::styled(format!("  {}", env.def.admin_url), theme.dim));
+    if let Some(s) = &env.status {
+        line.push(Span::styled(format!("  rev {}", s.revision), theme.accent));
+    }
+    match env.age_secs(app.now) {
+        Some(age) if env.is_stale(app.now) => {
+            line.push(Span::styled(format!("  STALE {age}s old"), theme.bad));
+        }
+        Some(age) => line.push(Span::styled(format!("  updated {age}s ago"), theme.dim)),
+        None => {}
+    }
+    f.render_widget(Paragraph::new(Line::from(line)), second);
+}

@@ -1,0 +1,207 @@
+//! The smaller panels: upstream health, revisions, the metrics placeholder, the dead-backend
+//! panel, toasts and the hint bar.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
+
+use crate::tui::app::{App, Busy, EnvState, ToastKind};
+use crate::tui::keymap::KEYMAP;
+use crate::tui::theme::Theme;
+
+fn block<'a>(title: &str, theme: &Theme) -> Block<'a> {
+    Block::default()
+        .borders(Borders::ALL)
+        .border_style(theme.dim)
+        .title(Span::styled(format!(" {title} "), theme.title))
+}
+
+pub fn too_small(f: &mut Frame, area: Rect, theme: &Theme) {
+    f.render_widget(
+        Paragraph::new("terminal too small")
+            .style(theme.warn)
+            .wrap(Wrap { trim: true }),
+        area,
+    );
+}
+
+pub fn message(f: &mut Frame, area: Rect, theme: &Theme, text: &str) {
+    f.render_widget(
+        Paragraph::new(Span::styled(text.to_string(), theme.dim))
+            .block(block("status", theme))
+            .wrap(Wrap { trim: true }),
+        area,
+    );
+}
+
+/// The backend has never answered: say where we tried and what went wrong.
+pub fn dead_backend(f: &mut Frame, area: Rect, env: &EnvState, error: &str, theme: &Theme) {
+    let text = vec![
+        Line::from(Span::styled(
+            format!("✖ {} is not answering", env.def.name),
+            theme.bad,
+        )),
+        Line::raw(""),
+        Line::from(vec![
+            Span::styled("admin API: ", theme.dim),
+            Span::styled(env.def.admin_url.clone(), theme.base),
+        ]),
+        Line::from(vec![
+            Span::styled("error:     ", theme.dim),
+            Span::styled(error.to_string(), theme.base),
+        ]),
+        Line::raw(""),
+        Line::from(Span::styled(
+            "retrying every second; other environments keep working (1-9 to switch)",
+            theme.dim,
+        )),
+    ];
+    f.render_widget(
+        Paragraph::new(text)
+            .block(block("backend unavailable", theme).border_style(theme.bad))
+            .wrap(Wrap { trim: false }),
+        area,
+    );
+}
+
+pub fn upstreams(f: &mut Frame, area: Rect, env: &EnvState, theme: &Theme) {
+    let mut lines = Vec::new();
+    if let Some(s) = &env.status {
+        for u in &s.upstreams {
+            let healthy = u.healthy_targets();
+            let total = u.targets.len();
+            let (sym, style) = if healthy == total && total > 0 {
+                ("✓", theme.ok)
+            } else if healthy == 0 {
+                ("✗", theme.bad)
+            } else {
+                ("!", theme.warn)
+            };
+            let mut spans = vec![
+                Span::styled(format!("{sym} "), style),
+                Span::styled(format!("{:<14} ", u.name), theme.base),
+                Span::styled(format!("{healthy}/{total} healthy"), style),
+            ];
+            let down: Vec<String> = u
+                .targets
+                .iter()
+                .filter(|t| !t.healthy || t.ejected)
+                .map(|t| {
+                    format!(
+                        "{} {}",
+                        t.addr,
+                        if t.ejected { "ejected" } else { "failing" }
+                    )
+                })
+                .collect();
+            if !down.is_empty() {
+                spans.push(Span::styled(format!("  {}", down.join(", ")), theme.bad));
+            }
+            lines.push(Line::from(spans));
+        }
+    }
+    f.render_widget(Paragraph::new(lines).block(block("upstreams", theme)), area);
+}
+
+pub fn revisions(f: &mut Frame, area: Rect, env: &EnvState, theme: &Theme) {
+    let current = env.status.as_ref().map(|s| s.revision);
+    let lines: Vec<Line> = env
+        .revisions
+        .iter()
+        .map(|r| {
+            let mark = if Some(r.number) == current {
+                "▶"
+            } else {
+                " "
+            };
+            Line::from(vec![
+                Span::styled(format!("{mark}{:>4} ", r.number), theme.accent),
+                Span::styled(format!("{} ", r.time.format("%H:%M:%S")), theme.dim),
+                Span::styled(r.description.clone(), theme.base),
+            ])
+        })
+        .collect();
+    f.render_widget(Paragraph::new(lines).block(block("revisions", theme)), area);
+}
+
+/// The metrics panels come from another module; until then this says so plainly.
+pub fn metrics(f: &mut Frame, area: Rect, theme: &Theme) {
+    f.render_widget(
+        Paragraph::new(Span::styled("metrics: not connected", theme.dim))
+            .block(block("metrics", theme)),
+        area,
+    );
+}
+
+/// Context-sensitive keys, from the keymap table.
+pub fn hint_bar(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    let mut spans = Vec::new();
+    if let Some(d) = &app.dialog {
+        if d.can_confirm() {
+            spans.push(Span::styled("Enter", theme.accent));
+            spans.push(Span::styled(" confirm  ", theme.dim));
+        }
+        spans.push(Span::styled("Esc", theme.accent));
+        spans.push(Span::styled(" cancel", theme.dim));
+    } else if app.help {
+        spans.push(Span::styled("any key", theme.accent));
+        spans.push(Span::styled(" close help", theme.dim));
+    } else {
+        let ro = app.is_read_only();
+        if ro {
+            spans.push(Span::styled(" READ-ONLY ", theme.badge));
+            spans.push(Span::raw(" "));
+        }
+        for b in KEYMAP.iter().filter(|b| b.hint && !(ro && b.mutating)) {
+            spans.push(Span::styled(b.label, theme.accent));
+            spans.push(Span::styled(format!(" {}  ", b.name), theme.dim));
+        }
+        match &app.busy {
+            Some(Busy::Planning { what, .. }) => {
+                spans.push(Span::styled(format!("⋯ planning {what}"), theme.warn));
+            }
+            Some(Busy::Applying { what, .. }) => {
+                spans.push(Span::styled(format!("⋯ applying {what}"), theme.warn));
+            }
+            None => {}
+        }
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// Results, stacked at the bottom right of the body, newest last.
+pub fn toasts(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    let width = area.width.saturating_sub(2).min(70);
+    let mut y = area.y + area.height;
+    for t in app.toasts.iter().rev() {
+        if width < 10 {
+            break;
+        }
+        // Long errors wrap (up to 4 lines) rather than being cut: a failure must be readable.
+        let inner = usize::from(width - 2);
+        let lines = t.text.chars().count().div_ceil(inner).clamp(1, 4) as u16;
+        let height = lines + 2;
+        if y < area.y + height {
+            break;
+        }
+        y -= height;
+        let style = match t.kind {
+            ToastKind::Success => theme.ok,
+            ToastKind::Info => theme.accent,
+            ToastKind::Failure => theme.bad,
+        };
+        let r = Rect {
+            x: area.x + area.width - width - 1,
+            y,
+            width,
+            height,
+        };
+        f.render_widget(Clear, r);
+        f.render_widget(
+            Paragraph::new(Span::styled(t.text.clone(), style))
+                .block(Block::default().borders(Borders::ALL).border_style(style)),
+            r,
+        );
+    }
+}
