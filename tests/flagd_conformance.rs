@@ -315,8 +315,39 @@ impl cucumber::Parser<PathBuf> for KitParser {
     }
 }
 
+/// `cargo test NAME -- FLAGS` hands NAME and libtest's flags to every test binary. Like
+/// libtest, run only if no name filter is given or one matches this test's name, and ignore the
+/// flags (cucumber's own command line would reject them).
+fn selected_by_cargo_test_filters() -> bool {
+    const TAKES_VALUE: [&str; 6] = [
+        "--skip",
+        "--test-threads",
+        "--color",
+        "--format",
+        "--logfile",
+        "-Z",
+    ];
+    let mut filters = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if TAKES_VALUE.contains(&arg.as_str()) {
+            args.next();
+        } else if !arg.starts_with('-') {
+            filters.push(arg);
+        }
+    }
+    filters.is_empty()
+        || filters
+            .iter()
+            .any(|f| "flagd_conformance".contains(f.as_str()))
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    if !selected_by_cargo_test_filters() {
+        println!("flagd conformance: not selected by the test name filter");
+        return;
+    }
     let dir = kit_dir().unwrap_or_else(|e| {
         eprintln!("flagd conformance: {e}");
         std::process::exit(1);
@@ -353,6 +384,7 @@ async fn main() {
     let summary = Evaluator::cucumber::<PathBuf>()
         .with_parser(KitParser)
         .fail_on_skipped()
+        .with_default_cli()
         .filter_run(features, |_, _, scenario| {
             let skip = scenario.tags.iter().any(|t| t == SKIPPED_TAG);
             if skip {
