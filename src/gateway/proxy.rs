@@ -35,9 +35,26 @@ struct Ctx {
     allowance: Option<Allowance>,
 }
 
+/// The client end of a connection, with its `X-Forwarded-For` entry formatted once per
+/// connection rather than on every request.
+#[derive(Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    forwarded_for: Option<HeaderValue>,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            forwarded_for: HeaderValue::try_from(addr.ip().to_string()).ok(),
+        }
+    }
+}
+
 pub async fn handle(
     state: Arc<GatewayState>,
-    peer: SocketAddr,
+    peer: Peer,
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, std::convert::Infallible> {
     let snap = state.snapshot();
@@ -101,11 +118,11 @@ pub async fn handle(
         }
     };
 
-    let resp = match request_filter(&snap, route, &mut ctx, &mut parts, peer, preflight).await {
+    let resp = match request_filter(&snap, route, &mut ctx, &mut parts, peer.addr, preflight).await {
         Ok(Phase::Continue { sticky_key }) => {
             let backend = upstream_peer(route, &parts.headers, sticky_key);
             let uri = parts.uri.clone();
-            let resp = upstream_request(route, backend, &ctx, parts, body, prefix_len, peer).await;
+            let resp = upstream_request(route, backend, &ctx, parts, body, prefix_len, &peer).await;
             return Ok(finish(
                 &snap,
                 &ctx,
@@ -347,8 +364,9 @@ fn upstream_peer<'r>(
     &route.backends[route.split.pick(sticky_key)]
 }
 
-/// Headers that describe one hop only (RFC 9110 §7.6.1), never forwarded.
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// Headers that describe one hop only (RFC 9110 §7.6.1), never forwarded; `Connection`
+/// first. Transfer-Encoding frames this hop's body; hyper frames the next one itself.
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -357,21 +375,42 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TE,
     header::TRAILER,
     header::UPGRADE,
+    header::TRANSFER_ENCODING,
 ];
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // Headers the Connection header names are hop-by-hop too.
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named.iter().chain(HOP_BY_HOP.iter()) {
-        h.remove(n);
+    // One pass over the names finds the ones present: most messages carry none, or only
+    // `Connection: keep-alive`, and a hash lookup per listed name cost more than this.
+    let mut present = 0u16;
+    for name in h.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|n| n == name) {
+            present |= 1 << i;
+        }
     }
-    h.remove(header::TRANSFER_ENCODING);
+    if present == 0 {
+        return;
+    }
+    if present & 1 != 0 {
+        // Headers the Connection header names are hop-by-hop too. Names already in the
+        // list are skipped here, so the usual `keep-alive` costs no allocation.
+        let named: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|n| !HOP_BY_HOP.iter().any(|h| n.eq_ignore_ascii_case(h.as_str())))
+            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+            .collect();
+        for n in &named {
+            h.remove(n);
+        }
+    }
+    for (i, n) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            h.remove(n);
+        }
+    }
 }
 
 fn idempotent(m: &Method) -> bool {
@@ -396,22 +435,18 @@ async fn upstream_request(
     mut parts: http::request::Parts,
     body: Incoming,
     prefix_len: usize,
-    peer: SocketAddr,
+    peer: &Peer,
 ) -> Response<RespBody> {
     let up: &Upstream = &backend.upstream;
     let path_and_query = upstream_path(&parts.uri, route.strip_prefix, prefix_len);
     strip_hop_by_hop(&mut parts.headers);
     append_forwarded(&mut parts.headers, peer);
-    if route.preserve_host {
-        if !parts.headers.contains_key(header::HOST)
-            && let Some(a) = parts.uri.authority()
-            && let Ok(v) = HeaderValue::from_str(a.as_str())
-        {
-            parts.headers.insert(header::HOST, v);
-        }
-    } else {
-        // hyper sets Host from the target's address.
-        parts.headers.remove(header::HOST);
+    if route.preserve_host
+        && !parts.headers.contains_key(header::HOST)
+        && let Some(a) = parts.uri.authority()
+        && let Ok(v) = HeaderValue::from_str(a.as_str())
+    {
+        parts.headers.insert(header::HOST, v);
     }
 
     let retryable = idempotent(&parts.method) && body.is_end_stream();
@@ -453,6 +488,11 @@ async fn upstream_request(
         } else {
             std::mem::take(&mut parts.headers)
         };
+        if !route.preserve_host {
+            // What hyper would write, prepared once per target.
+            req.headers_mut()
+                .insert(header::HOST, target.host_header.clone());
+        }
 
         match tokio::time::timeout(up.timeout, up.client.request(req)).await {
             Ok(Ok(mut resp)) => {
@@ -577,16 +617,18 @@ fn upstream_path(uri: &Uri, strip: bool, prefix_len: usize) -> http::uri::PathAn
         .unwrap_or_else(|_| http::uri::PathAndQuery::from_static("/"))
 }
 
-fn append_forwarded(h: &mut HeaderMap, peer: SocketAddr) {
-    let ip = peer.ip().to_string();
-    let value = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip,
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+fn append_forwarded(h: &mut HeaderMap, peer: &Peer) {
+    let value = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", peer.addr.ip())).ok(),
+        None => peer.forwarded_for.clone(),
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        h.insert("x-forwarded-for", v);
+    if let Some(v) = value {
+        h.insert(X_FORWARDED_FOR.clone(), v);
     }
-    h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
 }
 
 fn response_filter(route: &Route, ctx: &Ctx, mut resp: Response<RespBody>) -> Response<RespBody> {
@@ -657,4 +699,67 @@ fn error(
         resp.headers_mut().extend(h);
     }
     resp.map(Either::Right)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn strips_hop_by_hop_headers_and_those_connection_names() {
+        let mut h = headers(&[
+            ("connection", "keep-alive, X-Trace-Hop"),
+            ("connection", "upgrade"),
+            ("keep-alive", "timeout=5"),
+            ("x-trace-hop", "1"),
+            ("upgrade", "websocket"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authorization", "Basic eA=="),
+            ("content-type", "application/json"),
+            ("x-end-to-end", "kept"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "x-end-to-end"]);
+    }
+
+    #[test]
+    fn leaves_end_to_end_headers_alone() {
+        let mut h = headers(&[("content-type", "text/plain"), ("x-a", "1"), ("x-a", "2")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 3);
+        let mut h = headers(&[("connection", "close"), ("x-a", "1")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["x-a"], "1");
+    }
+
+    #[test]
+    fn forwarded_for_appends_the_peer() {
+        let peer = Peer::new("10.1.2.3:5000".parse().unwrap());
+        let mut h = HeaderMap::new();
+        append_forwarded(&mut h, &peer);
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        let mut h = headers(&[("x-forwarded-for", "192.0.2.7")]);
+        append_forwarded(&mut h, &peer);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7, 10.1.2.3");
+        let v6 = Peer::new("[2001:db8::1]:443".parse().unwrap());
+        let mut h = HeaderMap::new();
+        append_forwarded(&mut h, &v6);
+        assert_eq!(h["x-forwarded-for"], "2001:db8::1");
+    }
 }

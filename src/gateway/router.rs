@@ -1,6 +1,7 @@
 //! Route matching: exact paths, then path prefixes on segment boundaries (longest first),
 //! with optional host and header conditions, then the method.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
@@ -127,17 +128,24 @@ impl<T> Router<T> {
 }
 
 /// The host a request is for, lower-cased and without port: from the URI (HTTP/2) or the
-/// Host header (HTTP/1.1).
-pub fn request_host<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> Option<String> {
+/// Host header (HTTP/1.1). Borrowed in the usual case, so routing allocates nothing.
+pub fn request_host<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> Option<Cow<'a, str>> {
     let raw = uri
         .host()
         .or_else(|| headers.get(http::header::HOST)?.to_str().ok())?;
-    let host = if raw.starts_with('[') {
-        raw.split(']').next().map(|h| format!("{h}]"))?
+    let host: Cow<'a, str> = if raw.starts_with('[') {
+        match raw.find(']') {
+            Some(end) => Cow::Borrowed(&raw[..=end]),
+            None => Cow::Owned(format!("{raw}]")),
+        }
     } else {
-        raw.split(':').next()?.to_string()
+        Cow::Borrowed(raw.split(':').next()?)
     };
-    Some(host.to_ascii_lowercase())
+    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        host
+    })
 }
 
 /// Rejects paths that could reach a route they do not name: dot segments (plain or
@@ -145,6 +153,11 @@ pub fn request_host<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> Option<St
 pub fn path_is_safe(path: &str) -> bool {
     if !path.starts_with('/') || path.bytes().any(|b| b < 0x20 || b == 0x7f || b == b'\\') {
         return false;
+    }
+    if !path.contains('%') {
+        // Nothing is encoded: only plain dot segments can be unsafe (the common case,
+        // checked without allocating).
+        return !path.split('/').any(|seg| seg == "." || seg == "..");
     }
     let lower = path.to_ascii_lowercase();
     if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") {
@@ -267,8 +280,18 @@ mod tests {
         ] {
             assert!(!path_is_safe(p), "{p}");
         }
-        for p in ["/api/users", "/api/users/..hidden", "/a/b.c/d", "/"] {
+        for p in [
+            "/api/users",
+            "/api/users/..hidden",
+            "/a/b.c/d",
+            "/",
+            "/a/%2e%2ex",
+            "/a%20b",
+        ] {
             assert!(path_is_safe(p), "{p}");
+        }
+        for p in ["/a/..", "/a/.", "/%2E", "/a/%2e%2E/b", "/a%5cb", "/a%00"] {
+            assert!(!path_is_safe(p), "{p}");
         }
     }
 
@@ -284,5 +307,19 @@ mod tests {
             request_host(&"http://[::1]:80/x".parse().unwrap(), &HeaderMap::new()).as_deref(),
             Some("[::1]")
         );
+        let mut h = HeaderMap::new();
+        h.insert("host", "api.example.com:8080".parse().unwrap());
+        let uri: http::Uri = "/x".parse().unwrap();
+        let host = request_host(&uri, &h);
+        assert!(
+            matches!(host, Some(Cow::Borrowed("api.example.com"))),
+            "a lower-case host is borrowed, not copied"
+        );
+        h.insert("host", "[::1".parse().unwrap());
+        assert_eq!(
+            request_host(&"/x".parse().unwrap(), &h).as_deref(),
+            Some("[::1]")
+        );
+        assert_eq!(request_host(&"/x".parse().unwrap(), &HeaderMap::new()), None);
     }
 }

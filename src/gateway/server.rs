@@ -56,7 +56,8 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
-        let svc = service_fn(move |req| proxy::handle(state.clone(), peer, req));
+        let client = proxy::Peer::new(peer);
+        let svc = service_fn(move |req| proxy::handle(state.clone(), client.clone(), req));
         let conn = graceful.watch(
             builder
                 .serve_connection(TokioIo::new(stream), svc)

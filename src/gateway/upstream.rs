@@ -33,6 +33,8 @@ fn now_ms() -> u64 {
 pub struct TargetState {
     pub addr: String,
     pub authority: http::uri::Authority,
+    /// The `Host` header for this target, built once rather than on every request.
+    pub host_header: http::HeaderValue,
     /// Set by active health checks.
     healthy: AtomicBool,
     consecutive_failures: AtomicU32,
@@ -43,11 +45,13 @@ pub struct TargetState {
 
 impl TargetState {
     fn new(addr: &str, gauge: Arc<AtomicU64>) -> Option<Self> {
-        let authority = addr.parse().ok()?;
+        let authority: http::uri::Authority = addr.parse().ok()?;
+        let host_header = host_header(&authority)?;
         gauge.store(1, Ordering::Relaxed);
         Some(Self {
             addr: addr.to_string(),
             authority,
+            host_header,
             healthy: AtomicBool::new(true),
             consecutive_failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
@@ -121,6 +125,16 @@ impl TargetState {
     fn publish(&self) {
         let up = self.healthy.load(Ordering::Relaxed) && !self.is_ejected();
         self.gauge.store(u64::from(up), Ordering::Relaxed);
+    }
+}
+
+/// `Host` as hyper-util's client would write it for `http://{authority}`: the port only
+/// when it is not 80.
+fn host_header(authority: &http::uri::Authority) -> Option<http::HeaderValue> {
+    let host = authority.host();
+    match authority.port_u16() {
+        Some(port) if port != 80 => format!("{host}:{port}").parse().ok(),
+        _ => host.parse().ok(),
     }
 }
 
@@ -358,6 +372,15 @@ mod tests {
         // Half-open: one more failure ejects again.
         t.record_failure(&passive);
         assert!(!t.available());
+    }
+
+    #[test]
+    fn host_header_names_the_port_unless_it_is_80() {
+        let host = |a: &str| TargetState::new(a, Arc::default()).unwrap().host_header;
+        assert_eq!(host("127.0.0.1:9001"), "127.0.0.1:9001");
+        assert_eq!(host("users.internal:80"), "users.internal");
+        assert_eq!(host("[::1]:8080"), "[::1]:8080");
+        assert!(TargetState::new("not a host", Arc::default()).is_none());
     }
 
     #[tokio::test]

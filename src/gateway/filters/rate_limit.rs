@@ -72,24 +72,30 @@ pub struct RateLimitFilter {
     limiter: Arc<Limiter>,
     by: RateLimitKey,
     header: Option<HeaderName>,
-    limit: u32,
-    window: Duration,
+    /// `RateLimit-Limit` and the window's `RateLimit-Reset`, the same on every allowed
+    /// response, so formatted once.
+    limit: HeaderValue,
+    window: HeaderValue,
     rejected: Arc<AtomicU64>,
 }
+
+static LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+static REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+static RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
 /// Headers that tell a client where it stands (IETF RateLimit fields).
 #[derive(Debug)]
 pub struct Allowance {
-    limit: u32,
+    limit: HeaderValue,
     remaining: u32,
-    reset_secs: u64,
+    reset: HeaderValue,
 }
 
 impl Allowance {
     pub fn write(&self, h: &mut HeaderMap) {
-        h.insert("ratelimit-limit", HeaderValue::from(self.limit));
-        h.insert("ratelimit-remaining", HeaderValue::from(self.remaining));
-        h.insert("ratelimit-reset", HeaderValue::from(self.reset_secs));
+        h.insert(LIMIT.clone(), self.limit.clone());
+        h.insert(REMAINING.clone(), HeaderValue::from(self.remaining));
+        h.insert(RESET.clone(), self.reset.clone());
     }
 }
 
@@ -127,8 +133,8 @@ impl RateLimitFilter {
             limiter: registry.get(id, quota),
             by: cfg.by,
             header,
-            limit: burst,
-            window,
+            limit: HeaderValue::from(burst),
+            window: HeaderValue::from(window.as_secs()),
             rejected,
         })
     }
@@ -157,9 +163,9 @@ impl RateLimitFilter {
     pub fn check(&self, src: &KeySource<'_>) -> Result<Allowance, Reject> {
         match self.limiter.check_key(&self.key(src)) {
             Ok(state) => Ok(Allowance {
-                limit: self.limit,
+                limit: self.limit.clone(),
                 remaining: state.remaining_burst_capacity(),
-                reset_secs: self.window.as_secs(),
+                reset: self.window.clone(),
             }),
             Err(not_until) => {
                 self.rejected.fetch_add(1, Ordering::Relaxed);
@@ -173,9 +179,9 @@ impl RateLimitFilter {
                 r.headers
                     .insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
                 Allowance {
-                    limit: self.limit,
+                    limit: self.limit.clone(),
                     remaining: 0,
-                    reset_secs: secs.max(1),
+                    reset: HeaderValue::from(secs.max(1)),
                 }
                 .write(&mut r.headers);
                 Err(r)
@@ -223,7 +229,12 @@ mod tests {
             ip: "10.0.0.2".parse().unwrap(),
             ..a
         };
-        assert!(f.check(&b).is_ok(), "another client has its own bucket");
+        let ok = f.check(&b).expect("another client has its own bucket");
+        let mut h = HeaderMap::new();
+        ok.write(&mut h);
+        assert_eq!(h["ratelimit-limit"], "3");
+        assert_eq!(h["ratelimit-remaining"], "2");
+        assert_eq!(h["ratelimit-reset"], "1");
     }
 
     #[test]
