@@ -1,0 +1,565 @@
+//! `signalbox walk` (the real binary) against `signalbox sandbox` (the real binary, with
+//! real gateways and live traffic): a blue-green release, a canary stopped by a gate when
+//! a fault is injected mid-analysis, a crash and resume that does not repeat the flip, a
+//! low-traffic run that pauses as inconclusive, and `--check`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncBufReadExt;
+
+const BIN: &str = env!("CARGO_BIN_EXE_signalbox");
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/runbooks")
+        .join(name)
+}
+
+/// Kills the process on drop, so a failing test leaves nothing running.
+struct Killer(std::process::Child);
+
+impl Drop for Killer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Sandbox {
+    _proc: Killer,
+    ready: serde_json::Value,
+    _state: tempfile::TempDir,
+    state: PathBuf,
+}
+
+impl Sandbox {
+    fn config(&self) -> String {
+        self.ready["config"].as_str().unwrap().to_string()
+    }
+
+    fn admin(&self, env: &str) -> String {
+        self.ready["envs"][env]["admin"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    async fn state(&self, env: &str) -> serde_json::Value {
+        let token = std::fs::read_to_string(self.state.join(env).join("admin-token")).unwrap();
+        reqwest::Client::new()
+            .get(format!("{}/admin/state", self.admin(env)))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn split(&self, env: &str, route: &str) -> serde_json::Value {
+        let s = self.state(env).await;
+        s["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == route)
+            .unwrap()["split"]
+            .clone()
+    }
+
+    async fn revisions(&self, env: &str) -> Vec<serde_json::Value> {
+        reqwest::get(format!("{}/admin/revisions", self.admin(env)))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    fn audit(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.state.join("audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+/// A port base in this suite's range (26000–29900) whose 300 ports are free now.
+fn free_base(salt: u32) -> u16 {
+    for attempt in 0..13u32 {
+        let base = 26_000 + ((std::process::id() + salt * 5 + attempt) % 13) as u16 * 300;
+        if (0..300).all(|off| std::net::TcpListener::bind(("127.0.0.1", base + off)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no free port range in 26000-29900");
+}
+
+fn sandbox(salt: u32, rps: u32) -> Sandbox {
+    let dir = tempfile::tempdir().unwrap();
+    let mut last = String::new();
+    for attempt in 0..3 {
+        let base = free_base(salt + attempt * 3);
+        let mut child = Command::new(BIN)
+            .args([
+                "sandbox",
+                "--no-tui",
+                "--rps",
+                &rps.to_string(),
+                "--port-base",
+            ])
+            .arg(base.to_string())
+            .arg("--state-dir")
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let proc = Killer(child);
+        if let Some(json) = line.strip_prefix("READY ") {
+            return Sandbox {
+                _proc: proc,
+                ready: serde_json::from_str(json).unwrap(),
+                state: dir.path().to_path_buf(),
+                _state: dir,
+            };
+        }
+        last = line;
+    }
+    panic!("the sandbox did not start: {last:?}");
+}
+
+/// A webhook receiver standing in for Slack.
+struct Hook {
+    url: String,
+    bodies: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Hook {
+    fn texts(&self) -> Vec<String> {
+        self.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| b["text"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+}
+
+async fn hook() -> Hook {
+    let bodies: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let b = bodies.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+            let b = b.clone();
+            async move {
+                b.lock().unwrap().push(v);
+                "ok"
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    Hook {
+        url: format!("http://{addr}/hook"),
+        bodies,
+    }
+}
+
+struct Run {
+    code: i32,
+    out: String,
+}
+
+fn walk_cmd(sb: &Sandbox, hook: &Hook, runbook: &Path, args: &[&str]) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(BIN);
+    c.arg("walk")
+        .arg(runbook)
+        .arg("--config")
+        .arg(sb.config())
+        .args(["--headless", "--actor", "ci@walk-test"])
+        .args(args)
+        .env("SIGNALBOX_WEBHOOK", &hook.url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    c
+}
+
+async fn walk(sb: &Sandbox, hook: &Hook, runbook: &Path, args: &[&str]) -> Run {
+    let o = tokio::time::timeout(
+        Duration::from_secs(90),
+        walk_cmd(sb, hook, runbook, args).output(),
+    )
+    .await
+    .expect("signalbox walk finished within 90 s")
+    .unwrap();
+    Run {
+        code: o.status.code().unwrap_or(-1),
+        out: format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    }
+}
+
+/// Runs a walk, calling `on_line` for each progress line; returns the exit code and output.
+async fn walk_watching(
+    sb: &Sandbox,
+    hook: &Hook,
+    runbook: &Path,
+    args: &[&str],
+    mut on_line: impl AsyncFnMut(&str, &mut tokio::process::Child) -> bool,
+) -> Run {
+    let mut child = walk_cmd(sb, hook, runbook, args).spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut out = String::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = tokio::time::timeout(left, lines.next_line())
+            .await
+            .expect("progress within 90 s")
+            .unwrap();
+        let Some(line) = line else { break };
+        out.push_str(&line);
+        out.push('\n');
+        if on_line(&line, &mut child).await {
+            break;
+        }
+    }
+    let status = child.wait().await.unwrap();
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = tokio::io::AsyncReadExt::read_to_string(&mut e, &mut err).await;
+    }
+    Run {
+        code: status.code().unwrap_or(-1),
+        out: out + &err,
+    }
+}
+
+fn note_of(out: &str) -> String {
+    let path = out
+        .lines()
+        .find_map(|l| l.strip_prefix("release note: "))
+        .unwrap_or_else(|| panic!("no release note path in: {out}"));
+    std::fs::read_to_string(path.trim()).unwrap()
+}
+
+async fn blue_green_release_succeeds(sb: &Sandbox) {
+    let hook = hook().await;
+    let r = walk(
+        sb,
+        &hook,
+        &example("blue-green.yaml"),
+        &["--env", "prod", "--yes"],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.out);
+    assert!(
+        r.out.contains("2/6 prod: flip users to users-green — done"),
+        "{}",
+        r.out
+    );
+    let last = r.out.lines().rev().find(|l| !l.is_empty()).unwrap();
+    assert!(
+        last.starts_with("release note: "),
+        "ends with the note path: {}",
+        r.out
+    );
+    let note = note_of(&r.out);
+    assert!(note.contains("**Outcome:** released"), "{note}");
+    assert!(
+        note.contains("| 2 | prod | flip users to users-green | done |"),
+        "{note}"
+    );
+    assert!(
+        note.contains("| error ratio |") && note.contains("≤ 2.00%"),
+        "gate values: {note}"
+    );
+    assert!(
+        note.contains("--env prod rollback --to 1"),
+        "hand rollback: {note}"
+    );
+    assert_eq!(
+        sb.split("prod", "users").await,
+        serde_json::json!({"users-blue": 0, "users-green": 100})
+    );
+    let texts = hook.texts();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("users 1.5.0 is live in prod")),
+        "{texts:?}"
+    );
+    assert!(texts.iter().any(|t| t.contains("released")), "{texts:?}");
+    let flips: Vec<_> = sb
+        .audit()
+        .into_iter()
+        .filter(|e| e["env"] == "prod" && e["action"]["kind"] == "flip")
+        .collect();
+    assert_eq!(flips.len(), 1, "one audited flip: {flips:?}");
+    assert_eq!(flips[0]["actor"], "ci@walk-test");
+    assert_eq!(flips[0]["outcome"], "applied");
+}
+
+async fn canary_fault_mid_analysis_rolls_back(sb: &Sandbox) {
+    let hook = hook().await;
+    let control = sb.ready["control"].as_str().unwrap().to_string();
+    let mut injected = false;
+    let r = walk_watching(
+        sb,
+        &hook,
+        &example("canary.yaml"),
+        &["--env", "stage", "--yes"],
+        async |line, _| {
+            if !injected && line.contains("3/7 stage: analyze") && line.ends_with('…') {
+                let resp = reqwest::Client::new()
+                    .put(format!("{control}/sandbox/faults/stage/payments/v2"))
+                    .json(&serde_json::json!({"error_rate": 1.0}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(resp.status().is_success());
+                injected = true;
+            }
+            false
+        },
+    )
+    .await;
+    assert!(injected, "the analysis started: {}", r.out);
+    assert_eq!(r.code, 2, "rolled back by a gate: {}", r.out);
+    assert!(
+        r.out
+            .contains("3/7 stage: analyze payments for 6s — FAILED"),
+        "{}",
+        r.out
+    );
+    assert!(
+        !r.out.contains("4/7"),
+        "nothing after the failed gate ran: {}",
+        r.out
+    );
+    assert_eq!(
+        sb.split("stage", "payments").await,
+        serde_json::json!({"payments-v1": 100, "payments-v2": 0})
+    );
+    let texts = hook.texts();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("rolled back by a gate") && t.contains("error ratio")),
+        "{texts:?}"
+    );
+    let note = note_of(&r.out);
+    assert!(
+        note.contains("| 3 | stage | analyze payments for 6s | FAILED |"),
+        "{note}"
+    );
+    assert!(
+        note.contains("set payments canary to 0%"),
+        "the rollback: {note}"
+    );
+    let _ = reqwest::Client::new()
+        .delete(format!("{control}/sandbox/faults/stage/payments/v2"))
+        .send()
+        .await;
+}
+
+async fn interrupted_run_resumes_without_repeating_the_flip(sb: &Sandbox) {
+    let hook = hook().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rb = dir.path().join("dev-blue.yaml");
+    std::fs::write(
+        &rb,
+        "name: users back to blue\nenv: dev\nroute: users\nrollback: revision\nsteps:\n  - flip: { to: users-blue }\n  - wait: 5s\n  - analyze: { duration: 3s, min_requests: 5, max_error_ratio: 0.05 }\n",
+    )
+    .unwrap();
+    let revs_before = sb.revisions("dev").await.len();
+    // Crash (SIGKILL) while waiting after the flip.
+    let r = walk_watching(sb, &hook, &rb, &[], async |line, child| {
+        if line.contains("2/3 dev: wait 5s …") {
+            child.start_kill().unwrap();
+            return true;
+        }
+        false
+    })
+    .await;
+    assert_ne!(r.code, 0, "killed: {}", r.out);
+    assert_eq!(
+        sb.split("dev", "users").await,
+        serde_json::json!({"users-blue": 100, "users-green": 0})
+    );
+    // A new run refuses to start over the unfinished one.
+    let again = walk(sb, &hook, &rb, &[]).await;
+    assert_eq!(again.code, 1, "{}", again.out);
+    assert!(again.out.contains("--resume"), "{}", again.out);
+    // Resume: the wait runs again, the flip does not.
+    let resumed = walk(sb, &hook, &rb, &["--resume"]).await;
+    assert_eq!(resumed.code, 0, "{}", resumed.out);
+    assert!(
+        !resumed.out.contains("1/3 dev"),
+        "the flip is not re-run: {}",
+        resumed.out
+    );
+    assert!(
+        resumed.out.contains("2/3 dev: wait 5s — done"),
+        "{}",
+        resumed.out
+    );
+    let revs = sb.revisions("dev").await;
+    assert_eq!(
+        revs.len(),
+        revs_before + 1,
+        "exactly one new revision: {revs:?}"
+    );
+    let flips = sb
+        .audit()
+        .into_iter()
+        .filter(|e| e["env"] == "dev" && e["action"]["kind"] == "flip")
+        .count();
+    assert_eq!(flips, 1);
+    let note = note_of(&resumed.out);
+    assert!(note.contains("resumed"), "the operator log: {note}");
+    assert!(
+        note.contains("| 1 | dev | flip users to users-blue | done |"),
+        "{note}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walkthroughs_against_the_sandbox() {
+    let sb = sandbox(0, 60);
+    // Three environments, three walkthroughs at once: each touches only its own.
+    tokio::join!(
+        blue_green_release_succeeds(&sb),
+        canary_fault_mid_analysis_rolls_back(&sb),
+        interrupted_run_resumes_without_repeating_the_flip(&sb),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_traffic_is_inconclusive_and_pauses() {
+    let sb = sandbox(1, 1);
+    let hook = hook().await;
+    let r = walk(
+        &sb,
+        &hook,
+        &example("canary.yaml"),
+        &["--env", "stage", "--yes", "--no-wait"],
+    )
+    .await;
+    assert_eq!(r.code, 3, "paused awaiting an operator: {}", r.out);
+    assert!(
+        r.out.contains("analysis inconclusive: not enough data"),
+        "{}",
+        r.out
+    );
+    assert!(
+        !r.out.contains("4/7"),
+        "an inconclusive gate never passes: {}",
+        r.out
+    );
+    assert!(r.out.contains("--resume"), "says how to go on: {}", r.out);
+    assert!(
+        hook.texts().iter().any(|t| t.contains("paused")),
+        "{:?}",
+        hook.texts()
+    );
+    // The operator aborts: the canary goes back to 0.
+    let a = walk(
+        &sb,
+        &hook,
+        &example("canary.yaml"),
+        &["--env", "stage", "--abort"],
+    )
+    .await;
+    assert_eq!(a.code, 2, "{}", a.out);
+    assert_eq!(
+        sb.split("stage", "payments").await,
+        serde_json::json!({"payments-v1": 100, "payments-v2": 0})
+    );
+    let note = note_of(&a.out);
+    assert!(note.contains("aborted"), "{note}");
+}
+
+#[test]
+fn check_accepts_the_examples_and_rejects_a_bad_runbook() {
+    for ex in ["blue-green.yaml", "canary.yaml"] {
+        let o = Command::new(BIN)
+            .arg("walk")
+            .arg(example(ex))
+            .arg("--check")
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{ex}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(String::from_utf8_lossy(&o.stdout).contains(": ok: "));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "name: bad\nenv: stage\nroute: payments\nsteps:\n  - check: { healthy: [payments-v2] }\n  - set_weight: { percent: 250 }\n  - analyze: { duration: 5s }\n",
+    )
+    .unwrap();
+    let o = Command::new(BIN)
+        .arg("walk")
+        .arg(&bad)
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let file = bad.display().to_string();
+    assert!(
+        err.contains(&format!(
+            "{file}:6:19: steps[1].set_weight.percent: a percentage is 0 to 100"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{file}:7:5: steps[2].analyze: an analysis needs a gate"
+        )),
+        "{err}"
+    );
+    std::fs::write(
+        &bad,
+        "name: bad\nenv: stage\nroute: x\nsteps:\n  - flipp: {}\n",
+    )
+    .unwrap();
+    let o = Command::new(BIN)
+        .arg("walk")
+        .arg(&bad)
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("{file}:5:")) && err.contains("flipp"),
+        "{err}"
+    );
+}
