@@ -73,7 +73,11 @@ impl Sandbox {
     }
 
     async fn revisions(&self, env: &str) -> Vec<serde_json::Value> {
-        reqwest::get(format!("{}/admin/revisions", self.admin(env)))
+        let token = std::fs::read_to_string(self.state.join(env).join("admin-token")).unwrap();
+        reqwest::Client::new()
+            .get(format!("{}/admin/revisions", self.admin(env)))
+            .bearer_auth(token.trim())
+            .send()
             .await
             .unwrap()
             .json()

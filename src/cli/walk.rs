@@ -175,10 +175,9 @@ async fn run_inner(args: WalkArgs) -> Result<i32, String> {
         }
         None => WalkState::new(
             uuid::Uuid::new_v4().simple().to_string(),
-            &rb.name,
+            &rb,
             &args.runbook.display().to_string(),
             &sha,
-            &rb.route,
             &actor,
             &rb.expand(&env),
             now,

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::runbook::{AnalyzeStep, PlannedStep};
+use super::runbook::{AnalyzeStep, PlannedStep, Runbook};
 use crate::domain::metrics::{MetricsSample, Verdict};
 
 /// Bumped when the state file changes shape.
@@ -256,16 +256,17 @@ pub enum Decision {
 }
 
 impl WalkState {
+    /// A fresh walk of `rb`'s expanded `steps`.
     pub fn new(
         id: String,
-        runbook: &str,
+        rb: &Runbook,
         runbook_path: &str,
         runbook_sha256: &str,
-        route: &str,
         actor: &str,
         steps: &[PlannedStep],
         now: DateTime<Utc>,
     ) -> Self {
+        let (runbook, route) = (rb.name.as_str(), rb.route.as_str());
         Self {
             format: STATE_FORMAT,
             id,
@@ -835,10 +836,9 @@ steps:
         let rb = parse_str(RB, "t.yaml").unwrap();
         WalkState::new(
             "id".into(),
-            &rb.name,
+            &rb,
             "t.yaml",
             "sha",
-            &rb.route,
             "ci",
             &rb.expand("stage"),
             t(0),

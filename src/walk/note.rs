@@ -323,10 +323,9 @@ mod tests {
         let t = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
         let mut st = WalkState::new(
             "w1".into(),
-            &rb.name,
+            &rb,
             "r.yaml",
             "abcdef0123456789",
-            &rb.route,
             "ci@runner",
             &rb.expand("stage"),
             t(0),

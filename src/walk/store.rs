@@ -174,10 +174,9 @@ mod tests {
         assert!(e.contains("another signalbox walk"), "{e}");
         let st = WalkState::new(
             "id".into(),
-            &rb.name,
+            &rb,
             "r.yaml",
             "sha",
-            &rb.route,
             "ci",
             &rb.expand("prod"),
             chrono::Utc::now(),

@@ -240,10 +240,9 @@ steps:
         let rb = parse_str(RB, "rb.yaml").unwrap();
         let mut st = WalkState::new(
             "w1".into(),
-            &rb.name,
+            &rb,
             "rb.yaml",
             "sha",
-            &rb.route,
             "alice@bastion",
             &rb.expand("stage"),
             t(0),
