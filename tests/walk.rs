@@ -378,6 +378,10 @@ async fn canary_fault_mid_analysis_rolls_back(sb: &Sandbox) {
         "{note}"
     );
     assert!(
+        !r.out.contains(&hook.url) && !note.contains(&hook.url),
+        "the webhook URL is a credential and never shown"
+    );
+    assert!(
         note.contains("set payments canary to 0%"),
         "the rollback: {note}"
     );
@@ -415,11 +419,32 @@ async fn interrupted_run_resumes_without_repeating_the_flip(sb: &Sandbox) {
     let again = walk(sb, &hook, &rb, &[]).await;
     assert_eq!(again.code, 1, "{}", again.out);
     assert!(again.out.contains("--resume"), "{}", again.out);
-    // Resume: the wait runs again, the flip does not.
+    // Make it harder: the saved state says the flip was still being applied when the
+    // process died (as if killed between saving and hearing back from the gateway).
+    let state_file = sb.state.join("walks/users-back-to-blue--dev.json");
+    let mut saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap()).unwrap();
+    assert_eq!(saved["steps"][0]["status"], "done");
+    assert_eq!(saved["steps"][1]["status"], "running");
+    saved["cursor"] = 0.into();
+    saved["steps"][0]["status"] = "running".into();
+    saved["steps"][0]["revision"] = serde_json::Value::Null;
+    saved["steps"][1]["status"] = "pending".into();
+    saved["start_revisions"] = serde_json::json!({});
+    std::fs::write(&state_file, saved.to_string()).unwrap();
+    // Resume: the environment shows the flip, so it counts as done and is not applied
+    // again; the wait runs again.
     let resumed = walk(sb, &hook, &rb, &["--resume"]).await;
     assert_eq!(resumed.code, 0, "{}", resumed.out);
     assert!(
-        !resumed.out.contains("1/3 dev"),
+        resumed
+            .out
+            .contains("1/3 dev: flip users to users-blue — was applied before the interruption"),
+        "{}",
+        resumed.out
+    );
+    assert!(
+        !resumed.out.contains("1/3 dev: flip users to users-blue …"),
         "the flip is not re-run: {}",
         resumed.out
     );
@@ -443,6 +468,10 @@ async fn interrupted_run_resumes_without_repeating_the_flip(sb: &Sandbox) {
     let note = note_of(&resumed.out);
     assert!(note.contains("resumed"), "the operator log: {note}");
     assert!(
+        note.contains("--env dev rollback --to 1"),
+        "the hand rollback: {note}"
+    );
+    assert!(
         note.contains("| 1 | dev | flip users to users-blue | done |"),
         "{note}"
     );
@@ -463,13 +492,35 @@ async fn walkthroughs_against_the_sandbox() {
 async fn low_traffic_is_inconclusive_and_pauses() {
     let sb = sandbox(1, 1);
     let hook = hook().await;
-    let r = walk(
+    // Ctrl-C mid-analysis: saved, exit 3; a resume runs the analysis again.
+    let r = walk_watching(
         &sb,
         &hook,
         &example("canary.yaml"),
         &["--env", "stage", "--yes", "--no-wait"],
+        async |line, child| {
+            if line.contains("3/7 stage: analyze payments for 6s —") {
+                let pid = child.id().unwrap().to_string();
+                Command::new("kill").args(["-INT", &pid]).status().unwrap();
+            }
+            false
+        },
     )
     .await;
+    assert_eq!(r.code, 3, "interrupted: {}", r.out);
+    assert!(r.out.contains("interrupted"), "{}", r.out);
+    let r = walk(
+        &sb,
+        &hook,
+        &example("canary.yaml"),
+        &["--env", "stage", "--yes", "--no-wait", "--resume"],
+    )
+    .await;
+    assert!(
+        !r.out.contains("2/7 stage"),
+        "the weight change is not repeated: {}",
+        r.out
+    );
     assert_eq!(r.code, 3, "paused awaiting an operator: {}", r.out);
     assert!(
         r.out.contains("analysis inconclusive: not enough data"),
