@@ -555,9 +555,73 @@ async fn low_traffic_is_inconclusive_and_pauses() {
     assert!(note.contains("aborted"), "{note}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promotion_across_environments_and_rollback_of_all_of_them() {
+    let sb = sandbox(2, 5);
+    let hook = hook().await;
+    let control = sb.ready["control"].as_str().unwrap().to_string();
+    let default_variant = async |env: &str| {
+        let s = sb.state(env).await;
+        s["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["key"] == "new-checkout")
+            .unwrap()["default_variant"]
+            .clone()
+    };
+    // prod's checkout backend is failing: dev and stage pass, prod's smoke test fails,
+    // and all three go back.
+    let fault = reqwest::Client::new()
+        .put(format!("{control}/sandbox/faults/prod/orders/v1"))
+        .json(&serde_json::json!({"error_rate": 1.0}))
+        .send()
+        .await
+        .unwrap();
+    assert!(fault.status().is_success());
+    let rb = example("flag-rollout.yaml");
+    let r = walk(&sb, &hook, &rb, &["--yes"]).await;
+    assert_eq!(r.code, 2, "{}", r.out);
+    assert!(
+        r.out.contains("6/9 stage: smoke GET /api/checkout"),
+        "{}",
+        r.out
+    );
+    assert!(r.out.contains("9/9 prod: smoke GET /api/checkout (X-User-Id: user-1) → 200 — FAILED: request 1: GET /api/checkout answered 500"), "{}", r.out);
+    for env in ["dev", "stage", "prod"] {
+        assert_eq!(default_variant(env).await, "off", "{env} rolled back");
+    }
+    let note = note_of(&r.out);
+    let order: Vec<usize> = [
+        "**prod rollback:**",
+        "**stage rollback:**",
+        "**dev rollback:**",
+    ]
+    .iter()
+    .map(|k| note.find(k).unwrap_or_else(|| panic!("{k} in {note}")))
+    .collect();
+    assert!(
+        order[0] < order[1] && order[1] < order[2],
+        "most recent first: {note}"
+    );
+    assert!(note.contains("roll back to revision 1"), "{note}");
+    // Fixed: the same runbook now goes all the way.
+    let _ = reqwest::Client::new()
+        .delete(format!("{control}/sandbox/faults/prod/orders/v1"))
+        .send()
+        .await
+        .unwrap();
+    let r = walk(&sb, &hook, &rb, &["--yes"]).await;
+    assert_eq!(r.code, 0, "{}", r.out);
+    for env in ["dev", "stage", "prod"] {
+        assert_eq!(default_variant(env).await, "on", "{env} released");
+    }
+    assert!(hook.texts().iter().any(|t| t.contains("rolled back")));
+}
+
 #[test]
 fn check_accepts_the_examples_and_rejects_a_bad_runbook() {
-    for ex in ["blue-green.yaml", "canary.yaml"] {
+    for ex in ["blue-green.yaml", "canary.yaml", "flag-rollout.yaml"] {
         let o = Command::new(BIN)
             .arg("walk")
             .arg(example(ex))
