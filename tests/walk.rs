@@ -538,15 +538,39 @@ async fn low_traffic_is_inconclusive_and_pauses() {
         "{:?}",
         hook.texts()
     );
-    // The operator aborts: the canary goes back to 0.
-    let a = walk(
+    // Without --no-wait a headless run waits at the pause; the operator aborts it from
+    // another terminal, and the canary goes back to 0.
+    let mut sent = None;
+    let a = walk_watching(
         &sb,
         &hook,
         &example("canary.yaml"),
-        &["--env", "stage", "--abort"],
+        &["--env", "stage", "--resume"],
+        async |line, _| {
+            if sent.is_none() && line.contains("waiting for an operator") {
+                sent = Some(
+                    walk(
+                        &sb,
+                        &hook,
+                        &example("canary.yaml"),
+                        &["--env", "stage", "--abort"],
+                    )
+                    .await,
+                );
+            }
+            false
+        },
     )
     .await;
+    let sent = sent.expect("the run waited for an operator");
+    assert_eq!(sent.code, 0, "{}", sent.out);
+    assert!(
+        sent.out.contains("sent abort to the running walkthrough"),
+        "{}",
+        sent.out
+    );
     assert_eq!(a.code, 2, "{}", a.out);
+    assert!(a.out.contains("aborted the walkthrough"), "{}", a.out);
     assert_eq!(
         sb.split("stage", "payments").await,
         serde_json::json!({"payments-v1": 100, "payments-v2": 0})

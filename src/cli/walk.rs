@@ -14,7 +14,7 @@ use crate::control::Plan;
 use crate::control::audit::Journal;
 use crate::control::envfile::{self, ConfirmPolicy};
 use crate::walk::machine::{StepStatus, WalkStatus};
-use crate::walk::runbook::{self, Step};
+use crate::walk::runbook;
 use crate::walk::store::{self, Store};
 use crate::walk::{
     Confirm, Decision, Engine, EngineOptions, Operator, PauseKind, RunEnd, WalkState,
@@ -124,9 +124,11 @@ async fn run_inner(args: WalkArgs) -> Result<i32, String> {
             .unwrap_or_else(|| store::default_dir(&audit)),
     );
     let state_path = store.state_path(&rb.name, &env);
-    let _lock = store.lock(&state_path)?;
-    let sha = hex::encode(sha2::Sha256::digest(text.as_bytes()));
     let resuming = args.resume || args.retry || args.skip.is_some() || args.abort;
+    let Some(_lock) = store.lock(&state_path)? else {
+        return send_to_running(&store, &state_path, &args, &actor);
+    };
+    let sha = hex::encode(sha2::Sha256::digest(text.as_bytes()));
     let now = chrono::Utc::now();
     let mut initial = None;
     let st = match store.load(&state_path)? {
@@ -186,15 +188,19 @@ async fn run_inner(args: WalkArgs) -> Result<i32, String> {
     store.save(&state_path, &st)?;
 
     let interactive = !args.headless && std::io::stdin().is_terminal();
-    let has_timeouts = rb
-        .steps
-        .iter()
-        .any(|s| matches!(s, Step::Pause(p) if p.timeout.is_some()));
+    let hint = format!(
+        "signalbox walk {}{} --env {env}",
+        args.runbook.display(),
+        args.config
+            .as_ref()
+            .map(|c| format!(" --config {}", c.display()))
+            .unwrap_or_default()
+    );
     let op = CliOperator {
         yes: args.yes,
         interactive,
         no_wait: args.no_wait,
-        wait_for_timeouts: has_timeouts,
+        hint: hint.clone(),
     };
     let cancel = CancellationToken::new();
     spawn_signal_handler(cancel.clone());
@@ -208,14 +214,6 @@ async fn run_inner(args: WalkArgs) -> Result<i32, String> {
         journal: Journal::new(audit),
         initial_decision: initial,
     };
-    let hint = format!(
-        "signalbox walk {}{} --env {env}",
-        args.runbook.display(),
-        args.config
-            .as_ref()
-            .map(|c| format!(" --config {}", c.display()))
-            .unwrap_or_default()
-    );
     let mut engine = Engine::new(rb, &env, opts, store, state_path, st, op, cancel)?;
     match engine.run().await? {
         RunEnd::Finished { outcome, note } => {
@@ -234,6 +232,65 @@ async fn run_inner(args: WalkArgs) -> Result<i32, String> {
             Ok(EXIT_PAUSED)
         }
     }
+}
+
+/// Another process (a headless run waiting at a pause) drives this walkthrough: hand it
+/// the operator's decision instead.
+fn send_to_running(
+    store: &Store,
+    state_path: &std::path::Path,
+    args: &WalkArgs,
+    actor: &str,
+) -> Result<i32, String> {
+    let busy = "another signalbox walk is driving this walkthrough";
+    let st = store
+        .load(state_path)?
+        .ok_or_else(|| format!("{busy}, and it has no saved state yet"))?;
+    let (decision, reason) = if args.abort {
+        (
+            "abort",
+            Some("aborted by the operator from another terminal".to_string()),
+        )
+    } else {
+        let WalkStatus::AwaitingOperator { kind, reason } = &st.status else {
+            return Err(format!(
+                "{busy} and it is not paused ({}); to stop it, pass --abort",
+                describe(&st)
+            ));
+        };
+        match (args.retry, &args.skip, kind) {
+            (true, _, _) => ("retry", None),
+            (_, Some(r), _) if !r.trim().is_empty() => ("skip", Some(r.clone())),
+            (_, Some(_), _) => return Err("--skip needs a reason".into()),
+            (_, None, PauseKind::Approval) if args.resume => ("continue", None),
+            (_, None, PauseKind::Inconclusive) if args.resume => ("retry", None),
+            _ if args.resume => {
+                return Err(format!(
+                    "{busy}; it is paused ({reason}): say --retry, --skip REASON or --abort"
+                ));
+            }
+            _ => {
+                return Err(format!(
+                    "{busy} (paused: {reason}); to decide from here pass --resume, --retry, --skip REASON or --abort"
+                ));
+            }
+        }
+    };
+    store.send_decision(
+        state_path,
+        &crate::walk::store::DecisionRequest {
+            step: st.cursor,
+            decision: decision.into(),
+            reason,
+            actor: actor.to_string(),
+        },
+    )?;
+    println!(
+        "sent {decision} to the running walkthrough (at step {}: {})",
+        st.progress(),
+        describe(&st)
+    );
+    Ok(EXIT_OK)
 }
 
 fn describe(st: &WalkState) -> String {
@@ -281,8 +338,8 @@ struct CliOperator {
     yes: bool,
     interactive: bool,
     no_wait: bool,
-    /// Some pause has a timeout: a headless run waits for it instead of exiting.
-    wait_for_timeouts: bool,
+    /// The command that reaches this walkthrough, for messages.
+    hint: String,
 }
 
 async fn read_line(prompt: String) -> Option<String> {
@@ -339,16 +396,25 @@ impl Operator for CliOperator {
                     reason.to_string(),
                 ));
             }
-            let timed = kind == PauseKind::Approval
-                && self.wait_for_timeouts
-                && st
-                    .steps
-                    .get(st.cursor)
-                    .is_some_and(|s| s.deadline.is_some());
-            if self.no_wait || !timed {
+            if self.no_wait {
                 return None;
             }
-            // Wait for the pause's timeout (the engine enforces it) or a signal.
+            // Wait: for the pause's timeout (the engine enforces it), a decision sent from
+            // another terminal (the engine watches for it), or a signal.
+            let timeout = st
+                .steps
+                .get(st.cursor)
+                .and_then(|s| s.deadline)
+                .filter(|_| kind == PauseKind::Approval)
+                .map(|d| format!(" (timeout at {} UTC)", d.format("%H:%M:%S")))
+                .unwrap_or_default();
+            self.progress(
+                &format!(
+                    "waiting for an operator{timeout}: from another terminal run `{} --resume` (or --retry, --skip REASON, --abort)",
+                    self.hint
+                ),
+                st,
+            );
             cancel.cancelled().await;
             return None;
         }

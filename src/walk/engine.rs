@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::machine::{
     AnalysisVerdict, Cause, Decision, GateStatus, GateValue, Measurement, Next, PauseKind,
-    RollbackRecord, StepResult, WalkOutcome, WalkState, analysis_verdict, measure,
+    RollbackRecord, StepResult, WalkOutcome, WalkState, WalkStatus, analysis_verdict, measure,
 };
 use super::note::{HandCommands, release_note, webhook_payload};
 use super::runbook::{
@@ -184,6 +184,7 @@ impl<O: Operator> Engine<O> {
     /// Runs until the walkthrough is finished, paused for an operator, or interrupted.
     pub async fn run(&mut self) -> Result<RunEnd, String> {
         loop {
+            self.poll_decision()?;
             let interruptible = matches!(
                 self.st.next(),
                 Next::Step(_) | Next::AwaitOperator(..) | Next::Verify(_)
@@ -218,6 +219,63 @@ impl<O: Operator> Engine<O> {
         }
     }
 
+    /// Applies a decision another process handed over (see [`Store::send_decision`]).
+    /// An abort applies wherever the walk is; anything else only to the pause it was
+    /// made for.
+    fn poll_decision(&mut self) -> Result<(), String> {
+        if self.st.is_finished() {
+            return Ok(());
+        }
+        let Some(req) = self.store.take_decision(&self.path)? else {
+            return Ok(());
+        };
+        let now = Utc::now();
+        let reason = req.reason.clone().unwrap_or_default();
+        let d = match req.decision.as_str() {
+            "abort" => {
+                let reason = if reason.trim().is_empty() {
+                    "aborted by the operator".to_string()
+                } else {
+                    reason
+                };
+                self.st.abort(&req.actor, &reason, now)?;
+                self.save()?;
+                self.say(format!("{} aborted the walkthrough: {reason}", req.actor));
+                return Ok(());
+            }
+            "continue" => Decision::Continue,
+            "retry" => Decision::Retry,
+            "skip" => Decision::Skip(reason),
+            other => {
+                self.say(format!("ignored an unknown decision {other:?}"));
+                return Ok(());
+            }
+        };
+        let paused = matches!(self.st.status, WalkStatus::AwaitingOperator { .. });
+        if !paused || req.step != self.st.cursor {
+            self.say(format!(
+                "ignored {}'s {:?} for step {}: the walkthrough has moved on",
+                req.actor,
+                req.decision,
+                req.step + 1
+            ));
+            return Ok(());
+        }
+        match self.st.decide(d, &req.actor, now) {
+            Ok(()) => {
+                self.save()?;
+                self.say(format!(
+                    "{}: {} by {}",
+                    self.label(req.step),
+                    req.decision,
+                    req.actor
+                ));
+            }
+            Err(e) => self.say(format!("cannot {}: {e}", req.decision)),
+        }
+        Ok(())
+    }
+
     async fn await_operator(
         &mut self,
         kind: PauseKind,
@@ -244,26 +302,33 @@ impl<O: Operator> Engine<O> {
             .and_then(|_| self.st.steps[i].deadline)
             .map(|d| (d - Utc::now()).to_std().unwrap_or(Duration::ZERO));
         let st = self.st.clone();
-        let answer = match deadline {
-            Some(left) => {
-                match tokio::time::timeout(left, self.op.decide(&st, kind, reason, &self.cancel))
-                    .await
-                {
-                    Ok(a) => a,
-                    Err(_) => {
-                        let p = pause.as_ref().map(|p| (p.on_timeout, p.message.clone()));
-                        let (on_timeout, msg) = p.unwrap_or((OnTimeout::Rollback, String::new()));
-                        Some(match on_timeout {
-                            OnTimeout::Continue => Decision::Continue,
-                            OnTimeout::Rollback => Decision::Abort(
-                                Cause::Step,
-                                format!("nobody approved {msg:?} in time"),
-                            ),
-                        })
-                    }
-                }
+        // The operator here, or a decision sent from another terminal (taken at the top
+        // of the run loop).
+        let decided = async {
+            tokio::select! {
+                a = self.op.decide(&st, kind, reason, &self.cancel) => Some(a),
+                _ = decision_arrives(&self.store, &self.path) => None,
             }
-            None => self.op.decide(&st, kind, reason, &self.cancel).await,
+        };
+        let answer = match deadline {
+            Some(left) => match tokio::time::timeout(left, decided).await {
+                Ok(None) => return Ok(None),
+                Ok(Some(a)) => a,
+                Err(_) => {
+                    let p = pause.as_ref().map(|p| (p.on_timeout, p.message.clone()));
+                    let (on_timeout, msg) = p.unwrap_or((OnTimeout::Rollback, String::new()));
+                    Some(match on_timeout {
+                        OnTimeout::Continue => Decision::Continue,
+                        OnTimeout::Rollback => {
+                            Decision::Abort(Cause::Step, format!("nobody approved {msg:?} in time"))
+                        }
+                    })
+                }
+            },
+            None => match decided.await {
+                None => return Ok(None),
+                Some(a) => a,
+            },
         };
         match answer {
             Some(d) => {
@@ -321,6 +386,7 @@ impl<O: Operator> Engine<O> {
                 tokio::select! {
                     _ = tokio::time::sleep(d.0) => StepResult::Done { detail: format!("waited {d}"), revision: None },
                     _ = self.cancel.cancelled() => return Ok(()),
+                    _ = decision_arrives(&self.store, &self.path) => return Ok(()),
                 }
             }
             Step::Analyze(a) => match self.analyze(i, &planned.env, a).await? {
@@ -714,6 +780,7 @@ impl<O: Operator> Engine<O> {
             tokio::select! {
                 _ = tokio::time::sleep_until(wake) => {}
                 _ = self.cancel.cancelled() => return Ok(None),
+                _ = decision_arrives(&self.store, &self.path) => return Ok(None),
             }
             let m = match source.sample(&roles).await {
                 Ok(s) => measure(&s, &route, &upstream, a),
@@ -973,6 +1040,16 @@ impl<O: Operator> Engine<O> {
         } else {
             Err(format!("{} answered {}", hook.describe(), resp.status()))
         }
+    }
+}
+
+/// Resolves when another process has handed over a decision.
+async fn decision_arrives(store: &Store, path: &std::path::Path) {
+    loop {
+        if store.has_decision(path) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 

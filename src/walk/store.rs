@@ -12,6 +12,19 @@ pub struct Store {
     dir: PathBuf,
 }
 
+/// An operator's decision for a walkthrough another process is driving (a headless run
+/// waiting at a pause), handed over through a file beside the state.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DecisionRequest {
+    /// The step (index) the decision is about; a stale one is ignored.
+    pub step: usize,
+    /// `continue`, `retry`, `skip` or `abort`.
+    pub decision: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+    pub actor: String,
+}
+
 /// Held while a process drives a walkthrough; dropping it releases the lock.
 #[derive(Debug)]
 pub struct Lock {
@@ -33,8 +46,42 @@ impl Store {
             .join(format!("{}--{}.json", slug(runbook), slug(env)))
     }
 
-    /// Takes the walkthrough's lock, or says who has it.
-    pub fn lock(&self, state: &Path) -> Result<Lock, String> {
+    fn decision_path(state: &Path) -> PathBuf {
+        state.with_extension("decision.json")
+    }
+
+    /// Hands a decision to the process driving the walkthrough.
+    pub fn send_decision(&self, state: &Path, d: &DecisionRequest) -> Result<(), String> {
+        let path = Self::decision_path(state);
+        let tmp = path.with_extension("tmp");
+        let io = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+        let mut f = File::create(&tmp).map_err(io)?;
+        f.write_all(&serde_json::to_vec(d).map_err(|e| e.to_string())?)
+            .and_then(|()| f.sync_all())
+            .map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)
+    }
+
+    pub fn has_decision(&self, state: &Path) -> bool {
+        Self::decision_path(state).exists()
+    }
+
+    /// Takes (removes) a decision sent by another process, if there is one.
+    pub fn take_decision(&self, state: &Path) -> Result<Option<DecisionRequest>, String> {
+        let path = Self::decision_path(state);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        let _ = std::fs::remove_file(&path);
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| format!("{}: not a decision: {e}", path.display()))
+    }
+
+    /// Takes the walkthrough's lock; `None` when another process holds it.
+    pub fn lock(&self, state: &Path) -> Result<Option<Lock>, String> {
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
         let path = state.with_extension("lock");
@@ -45,11 +92,8 @@ impl Store {
             .open(&path)
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         match file.try_lock() {
-            Ok(()) => Ok(Lock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(format!(
-                "another signalbox walk is driving this walkthrough (lock {})",
-                path.display()
-            )),
+            Ok(()) => Ok(Some(Lock { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
             Err(std::fs::TryLockError::Error(e)) => {
                 Err(format!("cannot lock {}: {e}", path.display()))
             }
@@ -169,9 +213,18 @@ mod tests {
         let p = store.state_path(&rb.name, "prod");
         assert!(p.ends_with("users-1-5-blue-green--prod.json"), "{p:?}");
         assert_eq!(store.load(&p).unwrap(), None);
-        let lock = store.lock(&p).unwrap();
-        let e = store.lock(&p).unwrap_err();
-        assert!(e.contains("another signalbox walk"), "{e}");
+        let lock = store.lock(&p).unwrap().expect("free");
+        assert!(store.lock(&p).unwrap().is_none(), "held");
+        let d = DecisionRequest {
+            step: 2,
+            decision: "abort".into(),
+            reason: Some("bad smell".into()),
+            actor: "bo".into(),
+        };
+        store.send_decision(&p, &d).unwrap();
+        assert!(store.has_decision(&p));
+        assert_eq!(store.take_decision(&p).unwrap(), Some(d));
+        assert_eq!(store.take_decision(&p).unwrap(), None);
         let st = WalkState::new(
             "id".into(),
             &rb,
@@ -187,7 +240,7 @@ mod tests {
         let to = store.archive(&p, &st).unwrap();
         assert!(!p.exists() && to.exists());
         drop(lock);
-        store.lock(&p).unwrap();
+        assert!(store.lock(&p).unwrap().is_some());
         std::fs::write(&p, "{\"format\": 99}").unwrap();
         assert!(store.load(&p).is_err());
     }
