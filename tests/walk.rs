@@ -706,3 +706,105 @@ fn check_accepts_the_examples_and_rejects_a_bad_runbook() {
         "{err}"
     );
 }
+
+/// A tmux server of its own, killed on drop.
+struct Tmux(String);
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> String {
+        let o = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.0)
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "w", "-S", "-100"])
+    }
+
+    /// Waits (bounded) until the screen shows `needle`.
+    async fn wait_for(&self, needle: &str) -> String {
+        let t = Instant::now();
+        loop {
+            let s = self.screen();
+            if s.contains(needle) {
+                return s;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "no {needle:?} on screen:\n{s}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.0, "kill-server"])
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_walk_in_a_terminal() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        panic!("tmux is needed for this test (scripts/test.sh installs it)");
+    }
+    let sb = sandbox(3, 5);
+    let dir = tempfile::tempdir().unwrap();
+    let rb = dir.path().join("interactive.yaml");
+    std::fs::write(
+        &rb,
+        "name: users to blue in stage\nenv: stage\nroute: users\nsteps:\n  - pause: { message: ready to flip users in stage? }\n  - flip: { to: users-blue }\n  - smoke: { path: /api/users/7, json: { version: blue } }\n",
+    )
+    .unwrap();
+    let tmux = Tmux(format!("sbwalk-{}", std::process::id()));
+    let cmd = format!(
+        "{BIN} walk {} --config {} --actor alice@tty; echo EXIT=$?; sleep 60",
+        rb.display(),
+        sb.config()
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "w",
+        "-x",
+        "160",
+        "-y",
+        "40",
+        &cmd,
+    ]);
+    tmux.wait_for("[c]ontinue, [r]etry, [s]kip, [a]bort?").await;
+    tmux.run(&["send-keys", "-t", "w", "c", "Enter"]);
+    // stage asks before every change (confirm = "yes"), showing before → after.
+    let s = tmux.wait_for("apply to stage? [y/N]").await;
+    assert!(
+        s.contains("before: users: users-blue 0 / users-green 100")
+            && s.contains("after:  users: users-blue 100 / users-green 0"),
+        "{s}"
+    );
+    tmux.run(&["send-keys", "-t", "w", "y", "Enter"]);
+    let s = tmux.wait_for("EXIT=").await;
+    assert!(s.contains("EXIT=0"), "{s}");
+    assert!(
+        s.contains("3/3 stage: smoke GET /api/users/7 → 200 — done"),
+        "{s}"
+    );
+    assert!(s.contains("release note: "), "{s}");
+    assert_eq!(
+        sb.split("stage", "users").await,
+        serde_json::json!({"users-blue": 100, "users-green": 0})
+    );
+    let flip = sb
+        .audit()
+        .into_iter()
+        .find(|e| e["env"] == "stage" && e["action"]["kind"] == "flip")
+        .expect("the flip is audited");
+    assert_eq!(flip["actor"], "alice@tty");
+}
