@@ -727,10 +727,15 @@ impl Tmux {
 
     /// Waits (bounded) until the screen shows `needle`.
     async fn wait_for(&self, needle: &str) -> String {
+        self.wait_for_n(needle, 1).await
+    }
+
+    /// Waits (bounded) until the screen shows `needle` `n` times.
+    async fn wait_for_n(&self, needle: &str, n: usize) -> String {
         let t = Instant::now();
         loop {
             let s = self.screen();
-            if s.contains(needle) {
+            if s.matches(needle).count() >= n {
                 return s;
             }
             assert!(
@@ -751,7 +756,7 @@ impl Drop for Tmux {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn interactive_walk_in_a_terminal() {
+async fn interactive_walk_in_a_terminal_and_a_pause_timeout() {
     if Command::new("tmux").arg("-V").output().is_err() {
         panic!("tmux is needed for this test (scripts/test.sh installs it)");
     }
@@ -760,7 +765,7 @@ async fn interactive_walk_in_a_terminal() {
     let rb = dir.path().join("interactive.yaml");
     std::fs::write(
         &rb,
-        "name: users to blue in stage\nenv: stage\nroute: users\nsteps:\n  - pause: { message: ready to flip users in stage? }\n  - flip: { to: users-blue }\n  - smoke: { path: /api/users/7, json: { version: blue } }\n",
+        "name: users to blue in stage\nenv: stage\nroute: users\nsteps:\n  - pause: { message: ready to flip users in stage? }\n  - flip: { to: users-blue }\n  - flag: { key: new-checkout, variant: \"on\" }\n  - smoke: { path: /api/users/7, json: { version: blue } }\n",
     )
     .unwrap();
     let tmux = Tmux(format!("sbwalk-{}", std::process::id()));
@@ -769,6 +774,12 @@ async fn interactive_walk_in_a_terminal() {
         rb.display(),
         sb.config()
     );
+    let keys = |k: &[&str]| {
+        let mut a = vec!["send-keys", "-t", "w"];
+        a.extend_from_slice(k);
+        tmux.run(&a);
+    };
+    let rsa = "[r]etry, [s]kip, [a]bort?";
     tmux.run(&[
         "new-session",
         "-d",
@@ -777,11 +788,11 @@ async fn interactive_walk_in_a_terminal() {
         "-x",
         "160",
         "-y",
-        "40",
+        "50",
         &cmd,
     ]);
     tmux.wait_for("[c]ontinue, [r]etry, [s]kip, [a]bort?").await;
-    tmux.run(&["send-keys", "-t", "w", "c", "Enter"]);
+    keys(&["c", "Enter"]);
     // stage asks before every change (confirm = "yes"), showing before → after.
     let s = tmux.wait_for("apply to stage? [y/N]").await;
     assert!(
@@ -789,11 +800,23 @@ async fn interactive_walk_in_a_terminal() {
             && s.contains("after:  users: users-blue 100 / users-green 0"),
         "{s}"
     );
-    tmux.run(&["send-keys", "-t", "w", "y", "Enter"]);
+    // Declined: the walk pauses; retry asks again, and yes applies it.
+    keys(&["n", "Enter"]);
+    tmux.wait_for_n(rsa, 2).await;
+    keys(&["r", "Enter"]);
+    tmux.wait_for_n("apply to stage? [y/N]", 2).await;
+    keys(&["y", "Enter"]);
+    // The flag change is declined and skipped, with a reason.
+    tmux.wait_for_n("apply to stage? [y/N]", 3).await;
+    keys(&["n", "Enter"]);
+    tmux.wait_for_n(rsa, 3).await;
+    keys(&["s", "Enter"]);
+    tmux.wait_for("reason for skipping (recorded):").await;
+    keys(&["not today", "Enter"]);
     let s = tmux.wait_for("EXIT=").await;
     assert!(s.contains("EXIT=0"), "{s}");
     assert!(
-        s.contains("3/3 stage: smoke GET /api/users/7 → 200 — done"),
+        s.contains("4/4 stage: smoke GET /api/users/7 → 200 — done"),
         "{s}"
     );
     assert!(s.contains("release note: "), "{s}");
@@ -801,10 +824,46 @@ async fn interactive_walk_in_a_terminal() {
         sb.split("stage", "users").await,
         serde_json::json!({"users-blue": 100, "users-green": 0})
     );
+    let skipped = sb
+        .audit()
+        .into_iter()
+        .find(|e| {
+            e["action"]["kind"] == "set_flag"
+                && e["error"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("skipped in walkthrough"))
+        })
+        .expect("the skip is audited");
+    assert_eq!(skipped["outcome"], "cancelled");
+    assert_eq!(skipped["actor"], "alice@tty");
+    assert!(skipped["error"].as_str().unwrap().contains("not today"));
     let flip = sb
         .audit()
         .into_iter()
         .find(|e| e["env"] == "stage" && e["action"]["kind"] == "flip")
         .expect("the flip is audited");
     assert_eq!(flip["actor"], "alice@tty");
+
+    // Headless, nobody approves in time: the pause's timeout rolls the flip back.
+    let hook = hook().await;
+    let timed = dir.path().join("timed.yaml");
+    std::fs::write(
+        &timed,
+        "name: timed pause\nenv: stage\nroute: users\nrollback: revision\nsteps:\n  - flip: { to: users-green }\n  - pause: { message: approve within a second, timeout: 1s }\n  - wait: 1s\n",
+    )
+    .unwrap();
+    let r = walk(&sb, &hook, &timed, &["--yes"]).await;
+    assert_eq!(r.code, 2, "{}", r.out);
+    assert!(
+        r.out.contains("waiting for an operator (timeout at"),
+        "{}",
+        r.out
+    );
+    assert!(!r.out.contains("3/3"), "{}", r.out);
+    assert_eq!(
+        sb.split("stage", "users").await,
+        serde_json::json!({"users-blue": 100, "users-green": 0})
+    );
+    let note = note_of(&r.out);
+    assert!(note.contains("the pause timeout aborted"), "{note}");
 }

@@ -92,6 +92,8 @@ pub struct Engine<O: Operator> {
     cancel: CancellationToken,
     http: reqwest::Client,
     ran_a_step: bool,
+    /// The pause (step, attempt) already announced, so it is said and notified once.
+    announced: Option<(usize, u32)>,
 }
 
 impl<O: Operator> Engine<O> {
@@ -152,6 +154,7 @@ impl<O: Operator> Engine<O> {
             cancel,
             http,
             ran_a_step: false,
+            announced: None,
         })
     }
 
@@ -184,7 +187,7 @@ impl<O: Operator> Engine<O> {
     /// Runs until the walkthrough is finished, paused for an operator, or interrupted.
     pub async fn run(&mut self) -> Result<RunEnd, String> {
         loop {
-            self.poll_decision()?;
+            self.poll_decision().await?;
             let interruptible = matches!(
                 self.st.next(),
                 Next::Step(_) | Next::AwaitOperator(..) | Next::Verify(_)
@@ -222,7 +225,7 @@ impl<O: Operator> Engine<O> {
     /// Applies a decision another process handed over (see [`Store::send_decision`]).
     /// An abort applies wherever the walk is; anything else only to the pause it was
     /// made for.
-    fn poll_decision(&mut self) -> Result<(), String> {
+    async fn poll_decision(&mut self) -> Result<(), String> {
         if self.st.is_finished() {
             return Ok(());
         }
@@ -245,7 +248,7 @@ impl<O: Operator> Engine<O> {
             }
             "continue" => Decision::Continue,
             "retry" => Decision::Retry,
-            "skip" => Decision::Skip(reason),
+            "skip" => Decision::Skip(reason.clone()),
             other => {
                 self.say(format!("ignored an unknown decision {other:?}"));
                 return Ok(());
@@ -261,9 +264,13 @@ impl<O: Operator> Engine<O> {
             ));
             return Ok(());
         }
+        let skipped = matches!(d, Decision::Skip(_));
         match self.st.decide(d, &req.actor, now) {
             Ok(()) => {
                 self.save()?;
+                if skipped {
+                    self.audit_skip(req.step, &req.actor, &reason).await;
+                }
                 self.say(format!(
                     "{}: {} by {}",
                     self.label(req.step),
@@ -276,6 +283,29 @@ impl<O: Operator> Engine<O> {
         Ok(())
     }
 
+    /// A skipped change goes in the audit journal as not applied, with who skipped it and
+    /// why, like a change an operator declined in the cockpit.
+    async fn audit_skip(&self, i: usize, actor: &str, reason: &str) {
+        let Some(action) = self.plan[i].step.action(&self.rb.route) else {
+            return;
+        };
+        let Ok(env) = self.env(&self.plan[i].env) else {
+            return;
+        };
+        if let Ok(plan) = control::plan(env, action, None, Utc::now()).await {
+            control::not_applied(
+                &plan,
+                &self.opts.journal,
+                actor,
+                Outcome::Cancelled,
+                Some(format!(
+                    "skipped in walkthrough {} ({}): {reason}",
+                    self.st.id, self.st.runbook
+                )),
+            );
+        }
+    }
+
     async fn await_operator(
         &mut self,
         kind: PauseKind,
@@ -286,11 +316,24 @@ impl<O: Operator> Engine<O> {
         if !self.ran_a_step
             && let Some(d) = self.opts.initial_decision.take()
         {
+            let skipped = match &d {
+                Decision::Skip(r) => Some(r.clone()),
+                _ => None,
+            };
             self.st.decide(d, &actor, Utc::now())?;
             self.save()?;
+            if let Some(r) = skipped {
+                self.audit_skip(i, &actor, &r).await;
+            }
             return Ok(None);
         }
-        self.say(format!("{} — paused: {reason}", self.label(i)));
+        let first_time = self.announced != Some((i, self.st.steps[i].attempts));
+        if first_time {
+            self.announced = Some((i, self.st.steps[i].attempts));
+            self.say(format!("{} — paused: {reason}", self.label(i)));
+            self.notify_event(NotifyEvent::Paused, &format!("paused: {reason}"))
+                .await;
+        }
         // A pause step may have a deadline, counted from when it began (also across a
         // restart).
         let pause = match &self.plan[i].step {
@@ -310,11 +353,13 @@ impl<O: Operator> Engine<O> {
                 _ = decision_arrives(&self.store, &self.path) => None,
             }
         };
+        let mut timed_out = false;
         let answer = match deadline {
             Some(left) => match tokio::time::timeout(left, decided).await {
                 Ok(None) => return Ok(None),
                 Ok(Some(a)) => a,
                 Err(_) => {
+                    timed_out = true;
                     let p = pause.as_ref().map(|p| (p.on_timeout, p.message.clone()));
                     let (on_timeout, msg) = p.unwrap_or((OnTimeout::Rollback, String::new()));
                     Some(match on_timeout {
@@ -332,23 +377,28 @@ impl<O: Operator> Engine<O> {
         };
         match answer {
             Some(d) => {
-                let who = if matches!(&d, Decision::Abort(Cause::Step, _)) {
+                let who = if timed_out {
                     "the pause timeout".to_string()
                 } else {
                     actor
+                };
+                let skipped = match &d {
+                    Decision::Skip(r) => Some(r.clone()),
+                    _ => None,
                 };
                 if let Err(e) = self.st.decide(d, &who, Utc::now()) {
                     self.say(format!("cannot do that: {e}"));
                     return Ok(None);
                 }
                 self.save()?;
+                if let Some(r) = skipped {
+                    self.audit_skip(i, &who, &r).await;
+                }
                 Ok(None)
             }
             None if self.cancel.is_cancelled() => Ok(None),
             None => {
                 self.save()?;
-                self.notify_event(NotifyEvent::Paused, &format!("paused: {reason}"))
-                    .await;
                 Ok(Some(RunEnd::Paused {
                     reason: reason.to_string(),
                 }))
