@@ -132,6 +132,15 @@ async fn run_inner(args: WalkArgs) -> Result<i32, String> {
     let now = chrono::Utc::now();
     let mut initial = None;
     let st = match store.load(&state_path)? {
+        // Ended, but the process stopped before writing the note: the engine finishes the
+        // paperwork (note, notification, archive) and nothing else.
+        Some(st) if st.is_finished() => {
+            println!(
+                "the previous walkthrough of {:?} in {env} ended without its release note; writing it now",
+                rb.name
+            );
+            st
+        }
         Some(mut st) => {
             if !resuming {
                 return Err(format!(

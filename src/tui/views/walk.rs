@@ -325,6 +325,18 @@ steps:
     }
 
     #[test]
+    fn every_size_draws_without_panicking() {
+        let st = walk_in_analysis();
+        for w in [1u16, 5, 19, 20, 21, 40, 80, 200] {
+            for h in [1u16, 2, 3, 4, 6, 10, 24, 60] {
+                let mut term = Terminal::new(TestBackend::new(w, h)).expect("backend");
+                term.draw(|f| draw(f, f.area(), &st, t(50), &Theme::dark()))
+                    .expect("draw");
+            }
+        }
+    }
+
+    #[test]
     fn rolled_back_by_a_gate_80x24() {
         let mut st = walk_in_analysis();
         let fail = Measurement {
