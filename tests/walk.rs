@@ -688,6 +688,34 @@ fn check_accepts_the_examples_and_rejects_a_bad_runbook() {
         )),
         "{err}"
     );
+    // With an environments file, the environments must exist.
+    let cfg = dir.path().join("signalbox.toml");
+    std::fs::write(
+        &cfg,
+        "[[environments]]\nname = \"stage\"\nadmin_url = \"http://127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &bad,
+        "name: promo\nenv: stage\nroute: x\nsteps:\n  - flip: {}\n  - promote: { env: prod }\n",
+    )
+    .unwrap();
+    let o = Command::new(BIN)
+        .arg("walk")
+        .arg(&bad)
+        .arg("--check")
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!(
+            "{file}:6:16: steps[1].promote.env: no environment \"prod\""
+        )),
+        "{err}"
+    );
     std::fs::write(
         &bad,
         "name: bad\nenv: stage\nroute: x\nsteps:\n  - flipp: {}\n",

@@ -14,7 +14,7 @@ use crate::control::Plan;
 use crate::control::audit::Journal;
 use crate::control::envfile::{self, ConfirmPolicy};
 use crate::walk::machine::{StepStatus, WalkStatus};
-use crate::walk::runbook;
+use crate::walk::runbook::{self, Step};
 use crate::walk::store::{self, Store};
 use crate::walk::{
     Confirm, Decision, Engine, EngineOptions, Operator, PauseKind, RunEnd, WalkState,
@@ -89,6 +89,52 @@ async fn run_inner(args: WalkArgs) -> Result<i32, String> {
     let env = args.env.clone().unwrap_or_else(|| rb.env.clone());
     if args.check {
         let steps = rb.expand(&env);
+        // With an explicit environments file, the environments must exist in it too.
+        if let Some(cfg_path) = &args.config {
+            let cfg = envfile::load(cfg_path)?;
+            let known = cfg
+                .environments
+                .iter()
+                .map(|e| e.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let positions = crate::gateway::config::locate_paths(&text);
+            let mut bad = 0;
+            let mut seen: Vec<&str> = Vec::new();
+            for s in &steps {
+                if seen.contains(&s.env.as_str()) || cfg.env(&s.env).is_some() {
+                    seen.push(&s.env);
+                    continue;
+                }
+                seen.push(&s.env);
+                bad += 1;
+                let why = format!(
+                    "no environment {:?} in {} (known: {known})",
+                    s.env,
+                    cfg_path.display()
+                );
+                let field = if args.env.as_deref() == Some(s.env.as_str()) {
+                    None
+                } else if s.env == rb.env {
+                    Some("env".to_string())
+                } else {
+                    rb.steps
+                        .iter()
+                        .position(|st| matches!(st, Step::Promote(p) if p.env == s.env))
+                        .map(|i| format!("steps[{i}].promote.env"))
+                };
+                match field {
+                    Some(f) => {
+                        let (line, col) = crate::gateway::config::position_of(&positions, &f);
+                        eprintln!("{}:{line}:{col}: {f}: {why}", args.runbook.display());
+                    }
+                    None => eprintln!("--env {}: {why}", s.env),
+                }
+            }
+            if bad > 0 {
+                return Ok(EXIT_ERROR);
+            }
+        }
         println!(
             "{}: ok: {:?}, {} steps against {}",
             args.runbook.display(),

@@ -621,12 +621,7 @@ impl<O: Operator> Engine<O> {
                     }
                 };
                 for (path, want) in &s.json {
-                    let got = path.split('.').try_fold(&v, |cur, k| match cur {
-                        serde_json::Value::Array(a) => {
-                            k.parse::<usize>().ok().and_then(|i| a.get(i))
-                        }
-                        _ => cur.get(k),
-                    });
+                    let got = json_at(&v, path);
                     if got != Some(want) {
                         return failed(
                             Cause::Step,
@@ -1093,6 +1088,14 @@ impl<O: Operator> Engine<O> {
     }
 }
 
+/// The value at a dotted path (`data.items.0.version`), if there is one.
+pub fn json_at<'a>(v: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    path.split('.').try_fold(v, |cur, k| match cur {
+        serde_json::Value::Array(a) => k.parse::<usize>().ok().and_then(|i| a.get(i)),
+        _ => cur.get(k),
+    })
+}
+
 /// Resolves when another process has handed over a decision.
 async fn decision_arrives(store: &Store, path: &std::path::Path) {
     loop {
@@ -1112,4 +1115,19 @@ fn failed(cause: Cause, reason: impl Into<String>) -> StepResult {
 
 fn chrono_dur(d: &Dur) -> chrono::Duration {
     chrono::Duration::from_std(d.0).unwrap_or(chrono::Duration::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_paths_reach_into_objects_and_arrays() {
+        let v = serde_json::json!({"version": "green", "data": {"items": [{"id": 7}]}});
+        assert_eq!(json_at(&v, "version"), Some(&serde_json::json!("green")));
+        assert_eq!(json_at(&v, "data.items.0.id"), Some(&serde_json::json!(7)));
+        assert_eq!(json_at(&v, "data.items.1.id"), None);
+        assert_eq!(json_at(&v, "data.items.x"), None);
+        assert_eq!(json_at(&v, "nope"), None);
+    }
 }
