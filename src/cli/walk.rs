@@ -256,6 +256,7 @@ async fn run_inner(args: WalkArgs) -> Result<i32, String> {
         interactive,
         no_wait: args.no_wait,
         hint: hint.clone(),
+        input: std::sync::OnceLock::new(),
     };
     let cancel = CancellationToken::new();
     spawn_signal_handler(cancel.clone());
@@ -395,21 +396,43 @@ struct CliOperator {
     no_wait: bool,
     /// The command that reaches this walkthrough, for messages.
     hint: String,
+    input: std::sync::OnceLock<Input>,
 }
 
-async fn read_line(prompt: String) -> Option<String> {
-    tokio::task::spawn_blocking(move || {
+impl CliOperator {
+    fn input(&self) -> &Input {
+        self.input.get_or_init(Input::spawn)
+    }
+}
+
+/// Terminal input, read by one thread for the whole run. A prompt given up on (a decision
+/// arrived from another terminal) leaves no reader behind to swallow the next answer.
+struct Input {
+    lines: tokio::sync::Mutex<tokio::sync::mpsc::Receiver<String>>,
+}
+
+impl Input {
+    fn spawn() -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                if tx.blocking_send(line.trim().to_string()).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            lines: tokio::sync::Mutex::new(rx),
+        }
+    }
+
+    /// Prints the prompt and waits for a line; `None` at end of input.
+    async fn ask(&self, prompt: &str) -> Option<String> {
         eprint!("{prompt}");
         let _ = std::io::stderr().flush();
-        let mut line = String::new();
-        match std::io::stdin().lock().read_line(&mut line) {
-            Ok(0) | Err(_) => None,
-            Ok(_) => Some(line.trim().to_string()),
-        }
-    })
-    .await
-    .ok()
-    .flatten()
+        self.lines.lock().await.recv().await
+    }
 }
 
 impl Operator for CliOperator {
@@ -430,7 +453,7 @@ impl Operator for CliOperator {
             ),
             _ => (format!("  apply to {}? [y/N] ", plan.env), "y".into()),
         };
-        match read_line(prompt).await {
+        match self.input().ask(&prompt).await {
             Some(a) if a == want || (want == "y" && a.eq_ignore_ascii_case("yes")) => Confirm::Yes,
             _ => Confirm::No,
         }
@@ -481,8 +504,9 @@ impl Operator for CliOperator {
             PauseKind::Error | PauseKind::Interrupted => "[r]etry, [s]kip, [a]bort",
         };
         loop {
+            let prompt = format!("  {reason}\n  {options}? ");
             let answer = tokio::select! {
-                a = read_line(format!("  {reason}\n  {options}? ")) => a,
+                a = self.input().ask(&prompt) => a,
                 _ = cancel.cancelled() => return None,
             };
             let answer = answer?;
@@ -490,13 +514,19 @@ impl Operator for CliOperator {
                 "c" | "continue" if options.contains("[c]") => return Some(Decision::Continue),
                 "r" | "retry" => return Some(Decision::Retry),
                 "s" | "skip" => {
-                    let why = read_line("  reason for skipping (recorded): ".into()).await?;
+                    let why = self
+                        .input()
+                        .ask("  reason for skipping (recorded): ")
+                        .await?;
                     if !why.trim().is_empty() {
                         return Some(Decision::Skip(why));
                     }
                 }
                 "a" | "abort" => {
-                    let why = read_line("  reason for aborting (recorded): ".into()).await?;
+                    let why = self
+                        .input()
+                        .ask("  reason for aborting (recorded): ")
+                        .await?;
                     return Some(Decision::Abort(
                         crate::walk::Cause::Operator,
                         if why.trim().is_empty() {
