@@ -6,13 +6,16 @@
 //! - [`engine`]: the I/O edge; every change goes through `control`.
 //! - [`store`]: progress saved (fsynced) after every step, for resume and abort.
 //! - [`note`]: the Markdown release note and the webhook message.
+//! - [`channel`]: an operator over channels, for driving a walkthrough from the cockpit.
 
+pub mod channel;
 pub mod engine;
 pub mod machine;
 pub mod note;
 pub mod runbook;
 pub mod store;
 
+pub use channel::{ChannelOperator, WalkUpdate};
 pub use engine::{Confirm, Engine, EngineOptions, Operator, RunEnd};
 pub use machine::{Cause, Decision, PauseKind, WalkOutcome, WalkState};
 pub use runbook::Runbook;
