@@ -895,3 +895,96 @@ async fn interactive_walk_in_a_terminal_and_a_pause_timeout() {
     let note = note_of(&r.out);
     assert!(note.contains("the pause timeout aborted"), "{note}");
 }
+
+/// The library path the cockpit uses: the engine in-process with a [`ChannelOperator`],
+/// a UI task answering from the updates, and the walkthrough view drawn from them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_in_process_with_a_channel_operator() {
+    use signalbox::control::audit::Journal;
+    use signalbox::control::envfile;
+    use signalbox::walk::store::Store;
+    use signalbox::walk::{ChannelOperator, Decision, Engine, EngineOptions, RunEnd, WalkUpdate};
+
+    let sb = sandbox(4, 20);
+    let cockpit = envfile::load(Path::new(&sb.config())).unwrap();
+    let rb = signalbox::walk::runbook::parse_str(
+        "name: in process\nenv: dev\nroute: users\nsteps:\n  - flip: { to: users-blue }\n  - pause: { message: looks fine? }\n  - smoke: { path: /api/users/3, json: { version: blue } }\n",
+        "inproc.yaml",
+    )
+    .unwrap();
+    let store = Store::new(sb.state.join("walks"));
+    let path = store.state_path(&rb.name, "dev");
+    let st = signalbox::walk::WalkState::new(
+        "inproc".into(),
+        &rb,
+        "inproc.yaml",
+        "sha",
+        "cockpit@test",
+        &rb.expand("dev"),
+        chrono::Utc::now(),
+    );
+    let (op, mut rx) = ChannelOperator::new();
+    let ui = tokio::spawn(async move {
+        let mut last = None;
+        let mut asked = Vec::new();
+        while let Some(u) = rx.recv().await {
+            match u {
+                WalkUpdate::State(s) => last = Some(*s),
+                WalkUpdate::Line(_) => {}
+                WalkUpdate::Decide { reason, reply, .. } => {
+                    asked.push(reason);
+                    let _ = reply.send(Decision::Continue);
+                }
+                WalkUpdate::Confirm { reply, .. } => {
+                    let _ = reply.send(true);
+                }
+            }
+        }
+        (last, asked)
+    });
+    let opts = EngineOptions {
+        cockpit,
+        config_path: None,
+        actor: "cockpit@test".into(),
+        journal: Journal::new(sb.state.join("audit.jsonl")),
+        initial_decision: None,
+    };
+    let mut engine = Engine::new(
+        rb,
+        "dev",
+        opts,
+        store,
+        path,
+        st,
+        op,
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .unwrap();
+    let end = engine.run().await.unwrap();
+    assert!(
+        matches!(end, RunEnd::Finished { ref outcome, .. } if outcome.exit_code() == 0),
+        "{end:?}"
+    );
+    drop(engine);
+    let (last, asked) = ui.await.unwrap();
+    assert_eq!(asked, ["looks fine?"]);
+    let last = last.expect("state updates");
+    assert!(last.is_finished());
+    let mut term = ratatui::Terminal::new(ratatui::backend::TestBackend::new(80, 24)).unwrap();
+    term.draw(|f| {
+        signalbox::tui::views::walk::draw(
+            f,
+            f.area(),
+            &last,
+            chrono::Utc::now(),
+            &signalbox::tui::theme::Theme::monochrome(),
+        )
+    })
+    .unwrap();
+    let screen = format!("{}", term.backend());
+    assert!(
+        screen.contains("✓  1. dev    flip users to users-blue"),
+        "{screen}"
+    );
+    assert!(screen.contains("✓ released"), "{screen}");
+}
