@@ -118,6 +118,20 @@ impl<O: Operator> Engine<O> {
                 plan.len()
             ));
         }
+        // The state file is input: a damaged one is refused, never indexed out of range.
+        let at_a_step = matches!(
+            st.status,
+            WalkStatus::AwaitingOperator { .. } | WalkStatus::Running
+        ) && st.steps.get(st.cursor).is_some();
+        if st.cursor > st.steps.len()
+            || (matches!(st.status, WalkStatus::AwaitingOperator { .. }) && !at_a_step)
+        {
+            return Err(format!(
+                "the saved walkthrough is damaged: step {} of {}",
+                st.cursor + 1,
+                st.steps.len()
+            ));
+        }
         let mut envs = BTreeMap::new();
         for p in &plan {
             if envs.contains_key(&p.env) {

@@ -408,7 +408,8 @@ impl Step {
                 Some(m) => format!("notify: {m}"),
                 None => "notify".into(),
             },
-            Step::SetWeight(_) | Step::Flip(_) | Step::Flag(_) => unreachable!("has an action"),
+            // Titled by their action above.
+            Step::SetWeight(_) | Step::Flip(_) | Step::Flag(_) => self.kind().to_string(),
         }
     }
 }
