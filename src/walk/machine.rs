@@ -405,11 +405,9 @@ impl WalkState {
             });
         };
         let i = self.cursor;
-        let title = self
-            .steps
-            .get(i)
-            .map(|s| s.title.clone())
-            .unwrap_or_default();
+        let Some(title) = self.steps.get(i).map(|s| s.title.clone()) else {
+            return Err("the walkthrough has no step to decide on".into());
+        };
         match d {
             Decision::Continue => {
                 if self.steps[i].status == StepStatus::Interrupted {
