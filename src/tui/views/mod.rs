@@ -6,6 +6,7 @@ mod header;
 mod help;
 mod panels;
 mod routes;
+pub mod walk;
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Direction, Layout, Rect};
