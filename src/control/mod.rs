@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod backend;
 pub mod envfile;
+pub mod sandbox;
 
 use std::collections::BTreeMap;
 
@@ -18,13 +19,15 @@ use self::backend::{BackendError, GatewayBackend, Request};
 use self::envfile::{ConfirmPolicy, EnvDef};
 use crate::domain::action::weights_text;
 use crate::domain::status::flip_target;
-use crate::domain::{Action, Check, FlagState, GatewayStatus, Outcome};
+use crate::domain::{Action, Check, FaultSpec, FlagState, GatewayStatus, Outcome};
 use crate::gateway::secrets;
 
 /// One environment the cockpit can act on.
 pub struct Env {
     pub def: EnvDef,
     pub backend: GatewayBackend,
+    /// The sandbox control API, when the environment is part of a `signalbox sandbox`.
+    pub sandbox: Option<sandbox::SandboxClient>,
 }
 
 impl Env {
@@ -44,7 +47,14 @@ impl Env {
         Ok(Self {
             backend: GatewayBackend::new(&def.admin_url, token),
             def,
+            sandbox: None,
         })
+    }
+
+    /// Lets fault actions reach the sandbox at `control_url`.
+    pub fn with_sandbox(mut self, control_url: &str) -> Self {
+        self.sandbox = Some(sandbox::SandboxClient::new(control_url));
+        self
     }
 }
 
@@ -65,6 +75,9 @@ pub struct Plan {
     pub forced: Option<String>,
     #[serde(skip)]
     request: Option<Request>,
+    /// For `SetFault`: the upstream and faults, sent to the sandbox instead of the gateway.
+    #[serde(skip)]
+    fault: Option<(String, FaultSpec)>,
 }
 
 impl Plan {
@@ -137,7 +150,60 @@ pub async fn plan(
         ),
     });
 
+    if let Action::SetFault { upstream, faults } = &action {
+        let sb = env.sandbox.as_ref().ok_or_else(|| {
+            PlanError::Invalid(format!(
+                "{} is not a sandbox environment: faults can only be injected in `signalbox sandbox`",
+                def.name
+            ))
+        })?;
+        if faults.error_percent > 100 {
+            return Err(PlanError::Invalid(format!(
+                "an error rate is a percentage, 0 to 100; got {}",
+                faults.error_percent
+            )));
+        }
+        if faults.latency_ms > 60_000 {
+            return Err(PlanError::Invalid(
+                "added latency is capped at 60000 ms".into(),
+            ));
+        }
+        checks.push(match status.upstream(upstream) {
+            Some(_) => Check::pass(
+                format!("{upstream} exists"),
+                format!("an upstream of {}", def.name),
+            ),
+            None => Check::fail(
+                format!("{upstream} exists"),
+                format!("{} has no upstream {upstream:?}", def.name),
+            ),
+        });
+        let current = sb
+            .get(&def.name, upstream)
+            .await
+            .map_err(PlanError::Invalid)?;
+        checks.push(Check::pass(
+            "sandbox control API answers",
+            sb.address().to_string(),
+        ));
+        return Ok(Plan {
+            env: def.name.clone(),
+            description: action.to_string(),
+            before: format!("{upstream}: {current}"),
+            after: format!("{upstream}: {faults}"),
+            fault: Some((upstream.clone(), faults.clone())),
+            action,
+            checks,
+            confirm: def.confirm,
+            base_revision: status.revision,
+            forced,
+            request: None,
+        });
+    }
     let (request, before, after) = match &action {
+        Action::SetFault { .. } => {
+            return Err(PlanError::Invalid("fault actions are planned above".into()));
+        }
         Action::SetSplit { route, weights } => {
             split_plan(&status, route, weights.clone(), def, &mut checks)?
         }
@@ -286,6 +352,7 @@ pub async fn plan(
         base_revision: status.revision,
         forced,
         request: Some(request),
+        fault: None,
     })
 }
 
@@ -360,14 +427,23 @@ pub async fn execute(env: &Env, plan: &Plan, journal: &Journal, actor: &str) -> 
             state: None,
         }
     } else {
-        match &plan.request {
-            None => Report {
+        match (&plan.request, &plan.fault, &env.sandbox) {
+            (_, Some((upstream, faults)), Some(sb)) => {
+                apply_fault(sb, &plan.env, upstream, faults).await
+            }
+            (_, Some(_), None) => Report {
+                outcome: Outcome::Failed,
+                revision: None,
+                error: Some(format!("{} has no sandbox control API", plan.env)),
+                state: None,
+            },
+            (None, None, _) => Report {
                 outcome: Outcome::Failed,
                 revision: None,
                 error: Some("the plan has no request".into()),
                 state: None,
             },
-            Some(req) => apply_and_verify(env, req, plan.base_revision, actor).await,
+            (Some(req), None, _) => apply_and_verify(env, req, plan.base_revision, actor).await,
         }
     };
     record(journal, plan, actor, &report);
@@ -410,6 +486,43 @@ fn record(journal: &Journal, plan: &Plan, actor: &str, report: &Report) {
     };
     if let Err(e) = journal.append(&entry) {
         tracing::error!(journal = %journal.path().display(), error = %e, "cannot write the audit journal");
+    }
+}
+
+/// Sets the faults, then reads them back: the sandbox must now have exactly these.
+async fn apply_fault(
+    sb: &sandbox::SandboxClient,
+    env: &str,
+    upstream: &str,
+    faults: &FaultSpec,
+) -> Report {
+    if let Err(e) = sb.set(env, upstream, faults).await {
+        return Report {
+            outcome: Outcome::Failed,
+            revision: None,
+            error: Some(e),
+            state: None,
+        };
+    }
+    match sb.get(env, upstream).await {
+        Ok(now) if now == *faults => Report {
+            outcome: Outcome::Applied,
+            revision: None,
+            error: None,
+            state: None,
+        },
+        Ok(now) => Report {
+            outcome: Outcome::Unverified,
+            revision: None,
+            error: Some(format!("the sandbox reports {upstream}: {now}")),
+            state: None,
+        },
+        Err(e) => Report {
+            outcome: Outcome::Unverified,
+            revision: None,
+            error: Some(e),
+            state: None,
+        },
     }
 }
 

@@ -57,15 +57,18 @@ fn canary_cell<'a>(r: &RouteStatus, theme: &Theme) -> Line<'a> {
     }
 }
 
-pub fn draw(f: &mut Frame, area: Rect, env: &EnvState, theme: &Theme, wide: bool) {
-    let routes: &[RouteStatus] = env.status.as_ref().map_or(&[], |s| &s.routes);
+pub fn draw(f: &mut Frame, area: Rect, env: &EnvState, filter: &str, theme: &Theme, wide: bool) {
+    let routes = env.routes(filter);
+    let title = if filter.is_empty() {
+        format!(" routes ({}) ", routes.len())
+    } else {
+        let all = env.status.as_ref().map_or(0, |s| s.routes.len());
+        format!(" routes ({} of {all} matching /{filter}) ", routes.len())
+    };
     let block = Block::default()
         .borders(Borders::ALL)
         .border_style(theme.dim)
-        .title(Span::styled(
-            format!(" routes ({}) ", routes.len()),
-            theme.title,
-        ));
+        .title(Span::styled(title, theme.title));
     let (header, widths): (Vec<&str>, Vec<Constraint>) = if wide {
         (
             vec!["route", "paths", "methods", "split", "canary", "filters"],
@@ -89,7 +92,7 @@ pub fn draw(f: &mut Frame, area: Rect, env: &EnvState, theme: &Theme, wide: bool
             ],
         )
     };
-    let rows = routes.iter().map(|r| {
+    let rows = routes.iter().copied().map(|r| {
         let mut paths: Vec<&str> = r
             .exact_paths
             .iter()
