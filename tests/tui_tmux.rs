@@ -105,10 +105,17 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         if let Some(pid) = self.pid {
-            // The sandbox and its cockpit: ask, then insist.
-            let _ = Command::new("kill").arg(pid.to_string()).status();
+            // The pane's shell leads a process group holding the sandbox: ask, then insist.
+            let group = format!("-{pid}");
+            let kill = |sig: &str| {
+                let _ = Command::new("kill")
+                    .args([sig, "--", &group])
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            };
+            kill("-TERM");
             std::thread::sleep(Duration::from_millis(300));
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            kill("-KILL");
         }
         let _ = self.cmd(&["kill-server"]);
     }
@@ -151,6 +158,26 @@ fn split(admin: &str, token_file: &Path, route: &str) -> BTreeMap<String, u64> {
     serde_json::from_value(r["split"].clone()).expect("split")
 }
 
+fn get_json(url: &str) -> serde_json::Value {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client")
+            .get(url)
+            .send()
+            .await
+            .expect("answers")
+            .json()
+            .await
+            .expect("JSON")
+    })
+}
+
 fn tmux_available() -> bool {
     Command::new("tmux")
         .arg("-V")
@@ -159,7 +186,7 @@ fn tmux_available() -> bool {
 }
 
 #[test]
-fn the_cockpit_in_tmux_steps_a_canary_flips_prod_rolls_back_and_quits() {
+fn the_cockpit_in_tmux_steps_a_canary_flips_prod_rolls_back_injects_a_fault_and_quits() {
     assert!(
         tmux_available(),
         "this test drives the real binary in tmux: install tmux (apt-get install tmux)"
@@ -167,8 +194,10 @@ fn the_cockpit_in_tmux_steps_a_canary_flips_prod_rolls_back_and_quits() {
     let base = free_base();
     let dir = tempfile::tempdir().expect("temp dir");
     let state: PathBuf = dir.path().join("state");
+    // The shell reports the exit status on the screen once the cockpit is gone, then
+    // lingers so the terminal's state can be read from a live pane.
     let tmux = Tmux::start(&format!(
-        "{BIN} sandbox --port-base {base} --rps 5 --state-dir {}",
+        "{BIN} sandbox --port-base {base} --rps 5 --state-dir {}; echo EXIT=$?; sleep 30",
         state.display()
     ));
     let admin = |i: u16| format!("http://127.0.0.1:{}", base + 100 * i + 1);
@@ -221,18 +250,32 @@ fn the_cockpit_in_tmux_steps_a_canary_flips_prod_rolls_back_and_quits() {
     let sp = split(&admin(2), &token("prod"), "users");
     assert_eq!(sp.get("users-blue"), Some(&100), "{sp:?}");
 
-    // 6. q quits with status 0 and leaves the terminal out of the alternate screen.
+    // 6. A fault from the cockpit: x prepares it for dev's payments canary, Enter plans it
+    //    (dev asks no confirmation), and the sandbox control API has it.
+    tmux.type_keys("1");
+    tmux.wait_for(&["v2 50%"], 10);
+    tmux.type_keys("kkkjx");
+    tmux.wait_for(&[":fault payments-v2 5xx 50"], 10);
+    tmux.key("Enter");
+    tmux.wait_for(&["applied: dev: inject 50% 5xx into payments-v2"], 10);
+    let faults = get_json(&format!(
+        "http://127.0.0.1:{}/sandbox/faults/dev/payments/v2",
+        base + 99
+    ));
+    assert_eq!(faults["error_rate"], 0.5, "{faults}");
+    let journal = std::fs::read_to_string(state.join("audit.jsonl")).expect("audit journal");
+    assert!(
+        journal.contains("inject 50% 5xx into payments-v2"),
+        "the fault is in the audit journal"
+    );
+
+    // 7. q quits with status 0 and leaves the terminal sane: out of the alternate screen,
+    //    cursor shown.
     tmux.type_keys("q");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let d = tmux.display("#{pane_dead} #{pane_dead_status} #{alternate_on}");
-        if d.trim_start().starts_with('1') {
-            assert_eq!(d.trim(), "1 0 0", "dead, exit 0, normal screen");
-            break;
-        }
-        assert!(Instant::now() < deadline, "still running after q: {d}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    tmux.wait_for(&["EXIT="], 15);
+    let d = tmux.display("#{alternate_on} #{cursor_flag}");
+    assert_eq!(d.trim(), "0 1", "normal screen, cursor visible");
     let s = tmux.screen();
+    assert!(s.contains("EXIT=0"), "{s}");
     assert!(s.contains("signalbox sandbox: three environments"), "{s}");
 }

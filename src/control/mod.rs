@@ -309,15 +309,16 @@ pub async fn plan(
                 "revision is in the history",
                 format!("revision {target}: {}", rec.info.description),
             ));
-            let before = format!(
-                "revision {}: {}",
-                status.revision,
-                splits_text(status.routes.iter().map(|r| (&r.name, &r.split)))
+            let (b, a) = changed_splits(
+                status.routes.iter().map(|r| (&r.name, &r.split)).collect(),
+                rec.config
+                    .routes
+                    .iter()
+                    .map(|r| (&r.name, &r.split))
+                    .collect(),
             );
-            let after = format!(
-                "revision {target}: {}",
-                splits_text(rec.config.routes.iter().map(|r| (&r.name, &r.split)))
-            );
+            let before = format!("revision {}: {b}", status.revision);
+            let after = format!("revision {target}: {a}");
             (Request::Rollback { to: target }, before, after)
         }
         Action::Rollforward => {
@@ -329,15 +330,16 @@ pub async fn plan(
                 ));
             };
             let rec = env.backend.revision(*from).await?;
-            let before = format!(
-                "revision {}: {}",
-                status.revision,
-                splits_text(status.routes.iter().map(|r| (&r.name, &r.split)))
+            let (b, a) = changed_splits(
+                status.routes.iter().map(|r| (&r.name, &r.split)).collect(),
+                rec.config
+                    .routes
+                    .iter()
+                    .map(|r| (&r.name, &r.split))
+                    .collect(),
             );
-            let after = format!(
-                "revision {from}: {}",
-                splits_text(rec.config.routes.iter().map(|r| (&r.name, &r.split)))
-            );
+            let before = format!("revision {}: {b}", status.revision);
+            let after = format!("revision {from}: {a}");
             (Request::Rollforward, before, after)
         }
     };
@@ -356,13 +358,39 @@ pub async fn plan(
     })
 }
 
-fn splits_text<'a>(
-    routes: impl Iterator<Item = (&'a String, &'a BTreeMap<String, u32>)>,
-) -> String {
-    routes
-        .map(|(n, s)| format!("{n} {}", weights_text(s)))
-        .collect::<Vec<_>>()
-        .join("; ")
+type Splits<'a> = Vec<(&'a String, &'a BTreeMap<String, u32>)>;
+
+/// Before and after of the routes whose split differs (a route only on one side counts), so
+/// a confirmation shows what moves rather than every route.
+fn changed_splits<'a>(now: Splits<'a>, then: Splits<'a>) -> (String, String) {
+    fn find<'a>(v: &Splits<'a>, n: &String) -> Option<&'a BTreeMap<String, u32>> {
+        v.iter().find(|(m, _)| *m == n).map(|(_, s)| *s)
+    }
+    let mut names: Vec<&String> = now.iter().chain(then.iter()).map(|(n, _)| *n).collect();
+    names.dedup();
+    let mut seen = Vec::new();
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    for n in names {
+        if seen.contains(&n) {
+            continue;
+        }
+        seen.push(n);
+        let (b, a) = (find(&now, n), find(&then, n));
+        if b == a {
+            continue;
+        }
+        let text = |s: Option<&BTreeMap<String, u32>>| match s {
+            Some(s) => format!("{n} {}", weights_text(s)),
+            None => format!("{n} (no such route)"),
+        };
+        before.push(text(b));
+        after.push(text(a));
+    }
+    if before.is_empty() {
+        let same = "route splits unchanged (other settings differ)".to_string();
+        return (same.clone(), same);
+    }
+    (before.join("; "), after.join("; "))
 }
 
 fn split_plan(
@@ -599,5 +627,31 @@ async fn apply_and_verify(env: &Env, req: &Request, base: u64, actor: &str) -> R
             )),
             state,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollback_plans_show_only_the_routes_that_move() {
+        let (users, pay, gone) = (
+            "users".to_string(),
+            "payments".to_string(),
+            "old".to_string(),
+        );
+        let bg: BTreeMap<String, u32> = [("blue".into(), 100), ("green".into(), 0)].into();
+        let gb: BTreeMap<String, u32> = [("blue".into(), 0), ("green".into(), 100)].into();
+        let p: BTreeMap<String, u32> = [("v1".into(), 90), ("v2".into(), 10)].into();
+        let (b, a) = changed_splits(
+            vec![(&users, &gb), (&pay, &p)],
+            vec![(&users, &bg), (&pay, &p), (&gone, &p)],
+        );
+        assert_eq!(b, "users blue 0 / green 100; old (no such route)");
+        assert_eq!(a, "users blue 100 / green 0; old v1 90 / v2 10");
+        let (b, a) = changed_splits(vec![(&pay, &p)], vec![(&pay, &p)]);
+        assert_eq!(b, a);
+        assert!(b.contains("unchanged"), "{b}");
     }
 }
