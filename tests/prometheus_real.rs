@@ -1,27 +1,27 @@
-//! The metrics layer against a real Prometheus server.
+//! The metrics layer against a real Prometheus server and a real gateway.
 //!
-//! A stand-in gateway serves `/metrics` from the gateway's own metrics registry
-//! (`gateway::metrics::GatewayMetrics`, so the exposition is byte for byte what a running
-//! gateway writes) while a background task records synthetic requests with a known
-//! error ratio and latency distribution. Prometheus scrapes it every second. The scrape
-//! source and the PromQL source must then agree with each other and with the known
-//! truth, and both must see errors and latency injected into the canary.
+//! A real gateway (in-process, on loopback sockets) splits a route between two real
+//! upstream servers whose error ratio and latency distribution the test controls, while a
+//! bounded client loop sends real HTTP requests through it. Prometheus scrapes the
+//! gateway's admin `/metrics` every second. The scrape source and the PromQL source must
+//! then agree with each other and with the known truth, and both must see errors and
+//! latency injected into the canary.
 
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::http::header;
-use axum::routing::get;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::any;
 use chrono::Utc;
-use http::Method;
 use signalbox::domain::metrics::{MetricsFeed, MetricsSample, Signal, Verdict};
 use signalbox::gateway::config::units::Dur;
-use signalbox::gateway::metrics::{GatewayMetrics, LATENCY_BUCKETS};
+use signalbox::gateway::metrics::LATENCY_BUCKETS;
 use signalbox::metrics::promql::{Level, PromQlConfig, PromQlSource, SignalKind, Target};
 use signalbox::metrics::quantile::quantile_of;
 use signalbox::metrics::{CanaryRoles, MetricsPoller, Preset, ScrapeConfig, ScrapeSource};
@@ -36,10 +36,13 @@ const GREEN: &str = "users-green";
 const WINDOW_SECS: u64 = 10;
 const BASE_LATENCY: f64 = 0.020;
 
-/// What one upstream of the stand-in gateway does; changeable while it runs.
+/// What one upstream does; changeable while it runs.
 struct Behaviour {
     error_ratio: AtomicU64,
     latency_mean: AtomicU64,
+    /// Request count and the error and 404 accumulators: evenly spread outcomes, so any
+    /// window holds close to the exact ratios.
+    seq: Mutex<(u64, f64, f64)>,
 }
 
 impl Behaviour {
@@ -47,6 +50,7 @@ impl Behaviour {
         Arc::new(Self {
             error_ratio: AtomicU64::new(error_ratio.to_bits()),
             latency_mean: AtomicU64::new(latency_mean.to_bits()),
+            seq: Mutex::new((0, 0.0, 0.0)),
         })
     }
     fn set(&self, error_ratio: f64, latency_mean: f64) {
@@ -55,21 +59,60 @@ impl Behaviour {
         self.latency_mean
             .store(latency_mean.to_bits(), Ordering::SeqCst);
     }
-    fn get(&self) -> (f64, f64) {
-        (
-            f64::from_bits(self.error_ratio.load(Ordering::SeqCst)),
-            f64::from_bits(self.latency_mean.load(Ordering::SeqCst)),
-        )
+    /// The next request's status (2% 503 and 3% 404 by default) and latency, drawn from
+    /// an exponential distribution through a golden-ratio sequence.
+    fn next(&self) -> (StatusCode, Duration) {
+        let error_ratio = f64::from_bits(self.error_ratio.load(Ordering::SeqCst));
+        let mean = f64::from_bits(self.latency_mean.load(Ordering::SeqCst));
+        let mut seq = self.seq.lock().unwrap();
+        let (i, err_acc, client_acc) = &mut *seq;
+        *i += 1;
+        let u = (*i as f64 * 0.618_033_988_749_894_9).fract();
+        let latency = -mean * (1.0 - u).ln();
+        *err_acc += error_ratio;
+        *client_acc += 0.03;
+        let status = if *err_acc >= 1.0 {
+            *err_acc -= 1.0;
+            StatusCode::SERVICE_UNAVAILABLE
+        } else if *client_acc >= 1.0 {
+            *client_acc -= 1.0;
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::OK
+        };
+        (status, Duration::from_secs_f64(latency))
     }
 }
 
-struct FakeGateway {
-    addr: SocketAddr,
+/// A real upstream HTTP server driven by a [`Behaviour`].
+async fn upstream(b: Arc<Behaviour>) -> (SocketAddr, JoinHandle<()>) {
+    async fn answer(State(b): State<Arc<Behaviour>>) -> StatusCode {
+        let (status, latency) = b.next();
+        tokio::time::sleep(latency).await;
+        status
+    }
+    let app = Router::new().fallback(any(answer)).with_state(b);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (addr, task)
+}
+
+struct LiveGateway {
+    gw: common::Gateway,
     green: Arc<Behaviour>,
     tasks: Vec<JoinHandle<()>>,
 }
 
-impl Drop for FakeGateway {
+impl LiveGateway {
+    fn metrics_addr(&self) -> SocketAddr {
+        self.gw.running().admin_addr
+    }
+}
+
+impl Drop for LiveGateway {
     fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();
@@ -77,100 +120,68 @@ impl Drop for FakeGateway {
     }
 }
 
-/// Serves the gateway's exposition and records 4 blue and 2 green requests every 50 ms
-/// (about 80 and 40 req/s), 3% 404s, 2% 503s, and exponentially distributed latency
-/// drawn from a low-discrepancy sequence, so any window holds close to the exact
-/// distribution. A few unrouted 404s, rate-limited requests and flag evaluations make
-/// the exposition complete.
-async fn fake_gateway() -> FakeGateway {
-    let metrics = GatewayMetrics::new();
-    metrics.set_revision(7);
-    metrics
-        .healthy_gauge(BLUE, "127.0.0.1:9001")
-        .store(1, Ordering::SeqCst);
-    metrics
-        .healthy_gauge(GREEN, "127.0.0.1:9002")
-        .store(1, Ordering::SeqCst);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let m = metrics.clone();
-    let app = Router::new().route(
-        "/metrics",
-        get(move || {
-            let m = m.clone();
-            async move {
-                (
-                    [(
-                        header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
-                    m.encode(),
-                )
-            }
-        }),
-    );
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
-
+/// A real gateway splitting `users` 2:1 between blue and green, and about 120 requests a
+/// second through it (a third of them POSTs), plus a few unrouted 404s and requests over
+/// a rate limit, so the exposition is complete. The client loop stops when this is
+/// dropped, and every request has a timeout.
+async fn live_gateway() -> LiveGateway {
     let blue = Behaviour::new(0.02, BASE_LATENCY);
     let green = Behaviour::new(0.02, BASE_LATENCY);
-    let g = green.clone();
+    let (blue_addr, blue_task) = upstream(blue.clone()).await;
+    let (green_addr, green_task) = upstream(green.clone()).await;
+    let gw = common::gateway(&format!(
+        r#"
+listen: 127.0.0.1:0
+upstreams:
+  {BLUE}: {{ targets: ["{blue_addr}"], retries: 0 }}
+  {GREEN}: {{ targets: ["{green_addr}"], retries: 0 }}
+routes:
+  - name: {ROUTE}
+    paths: [/api/users]
+    methods: [GET, POST]
+    split: {{ {BLUE}: 67, {GREEN}: 33 }}
+  - name: limited
+    paths: [/limited]
+    split: {{ {BLUE}: 100 }}
+    plugins:
+      rate_limit: {{ per_second: 1, burst: 1 }}
+"#
+    ))
+    .await;
+    let base = gw.url("");
     let traffic = tokio::spawn(async move {
-        let sides = [
-            (metrics.pair(ROUTE, BLUE), blue, 4),
-            (metrics.pair(ROUTE, GREEN), g, 2),
-        ];
-        let unrouted = metrics.pair("", "");
-        let limited = metrics.rate_limited_counter(ROUTE);
-        let mut state = [(0u64, 0.0f64, 0.0f64); 2];
+        let client = common::client();
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         let mut n = 0u64;
         loop {
             tick.tick().await;
             n += 1;
-            for ((pair, behaviour, per_tick), (i, err_acc, client_acc)) in
-                sides.iter().zip(&mut state)
-            {
-                let (error_ratio, mean) = behaviour.get();
-                for _ in 0..*per_tick {
-                    *i += 1;
-                    // Golden-ratio sequence: evenly spread over (0, 1).
-                    let u = (*i as f64 * 0.618_033_988_749_894_9).fract();
-                    let latency = -mean * (1.0 - u).ln();
-                    *err_acc += error_ratio;
-                    *client_acc += 0.03;
-                    let status = if *err_acc >= 1.0 {
-                        *err_acc -= 1.0;
-                        503
-                    } else if *client_acc >= 1.0 {
-                        *client_acc -= 1.0;
-                        404
-                    } else {
-                        200
-                    };
-                    let method = if i.is_multiple_of(3) {
-                        Method::POST
-                    } else {
-                        Method::GET
-                    };
-                    pair.record(&method, status, latency);
-                }
+            let mut paths = vec![(reqwest::Method::GET, "/api/users"); 4];
+            paths.extend([
+                (reqwest::Method::POST, "/api/users"),
+                (reqwest::Method::POST, "/api/users"),
+            ]);
+            if n.is_multiple_of(5) {
+                paths.push((reqwest::Method::GET, "/limited"));
+                paths.push((reqwest::Method::GET, "/limited"));
             }
             if n.is_multiple_of(10) {
-                unrouted.record(&Method::GET, 404, 0.0004);
-                limited.fetch_add(1, Ordering::Relaxed);
-                metrics.flag_evaluated(
-                    "new-checkout",
-                    if n.is_multiple_of(20) { "on" } else { "off" },
-                );
+                paths.push((reqwest::Method::GET, "/not-routed"));
+            }
+            for (method, path) in paths {
+                let req = client
+                    .request(method, format!("{base}{path}"))
+                    .timeout(Duration::from_secs(5));
+                tokio::spawn(async move {
+                    let _ = req.send().await;
+                });
             }
         }
     });
-    FakeGateway {
-        addr,
+    LiveGateway {
+        gw,
         green,
-        tasks: vec![server, traffic],
+        tasks: vec![traffic, blue_task, green_task],
     }
 }
 
@@ -322,14 +333,14 @@ async fn presets_are_valid_promql(prom: &Prometheus) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scrape_and_promql_sources_agree_on_a_real_prometheus() {
-    let gw = fake_gateway().await;
-    let prom = Prometheus::start(&[gw.addr], Duration::from_secs(1)).await;
+    let gw = live_gateway().await;
+    let prom = Prometheus::start(&[gw.metrics_addr()], Duration::from_secs(1)).await;
     prom.wait_for(r#"up{job="gateway"} == 1"#, Duration::from_secs(30))
         .await;
 
     presets_are_valid_promql(&prom).await;
 
-    let mut scrape_cfg = ScrapeConfig::new(format!("http://{}/metrics", gw.addr));
+    let mut scrape_cfg = ScrapeConfig::new(format!("http://{}/metrics", gw.metrics_addr()));
     scrape_cfg.window = Dur::secs(WINDOW_SECS);
     scrape_cfg.interval = Dur::secs(1);
     scrape_cfg.compare.min_requests_per_side = 100;
@@ -424,7 +435,8 @@ async fn scrape_and_promql_sources_agree_on_a_real_prometheus() {
         .gateway
         .as_ref()
         .expect("the scrape source reads the gateway's gauges");
-    assert_eq!(g.config_revision, Some(7.0));
+    let revision = gw.gw.running().state.snapshot().revision as f64;
+    assert_eq!(g.config_revision, Some(revision));
     assert_eq!(g.targets.len(), 2);
     assert!(g.rate_limited[0].rate.get().is_some_and(|r| r > 0.0));
     assert!(s.overall_history.len() >= 5, "history grows");

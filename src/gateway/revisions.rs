@@ -71,6 +71,21 @@ impl RevisionStore {
             .and_then(|s| s.trim().parse::<u64>().ok())
             .filter(|n| records.iter().any(|r| r.info.number == *n))
             .unwrap_or(newest);
+        // HEAD is written after the revision file and before the change is applied or
+        // acknowledged, so a revision newer than HEAD is one a crash cut short: nobody was
+        // told of it and it never ran. Remove it rather than let the history and the
+        // running config disagree.
+        if head < newest {
+            for r in records.iter().filter(|r| r.info.number > head) {
+                tracing::warn!(
+                    revision = r.info.number,
+                    head,
+                    "removing a revision that was written but never made HEAD (interrupted change)"
+                );
+                let _ = std::fs::remove_file(revs.join(format!("{:08}.json", r.info.number)));
+            }
+            records.retain(|r| r.info.number <= head);
+        }
         let skip = records.len().saturating_sub(KEEP);
         Ok(Self {
             dir: Some(dir.to_path_buf()),
@@ -185,7 +200,7 @@ mod tests {
     }
 
     #[test]
-    fn head_file_wins_and_garbage_is_skipped() {
+    fn head_file_wins_garbage_is_skipped_and_an_interrupted_revision_removed() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = RevisionStore::open(Some(dir.path())).unwrap();
         for n in 1..=3 {
@@ -195,6 +210,9 @@ mod tests {
         std::fs::write(dir.path().join("revisions/00000009.json"), "{ torn").unwrap();
         let again = RevisionStore::open(Some(dir.path())).unwrap();
         assert_eq!(again.head_number(), 2);
-        assert_eq!(again.next_number(), 4);
+        // Revision 3 was written but never made HEAD: a change cut short by a crash.
+        assert_eq!(again.list().len(), 2);
+        assert_eq!(again.next_number(), 3);
+        assert!(!dir.path().join("revisions/00000003.json").exists());
     }
 }

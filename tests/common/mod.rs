@@ -42,9 +42,17 @@ pub struct Upstream {
     pub body_bytes: Arc<AtomicU64>,
     mode: Arc<std::sync::Mutex<Mode>>,
     task: JoinHandle<()>,
+    /// Cancels every open connection: a killed process closes its sockets.
+    conns: tokio_util::sync::CancellationToken,
 }
 
 impl Upstream {
+    /// Stops the server as `kill -9` would: the listener goes away (new connections are
+    /// refused) and every open connection is closed.
+    pub fn kill(&self) {
+        self.task.abort();
+        self.conns.cancel();
+    }
     pub fn set_mode(&self, m: Mode) {
         *self.mode.lock().unwrap() = m;
     }
@@ -58,7 +66,7 @@ impl Upstream {
 
 impl Drop for Upstream {
     fn drop(&mut self) {
-        self.task.abort();
+        self.kill();
     }
 }
 
@@ -79,13 +87,16 @@ pub async fn upstream_on(name: &str, addr: SocketAddr) -> Upstream {
         mode.clone(),
         name.to_string(),
     );
+    let conns = tokio_util::sync::CancellationToken::new();
+    let cancel = conns.clone();
     let task = tokio::spawn(async move {
         loop {
             let Ok((mut stream, _)) = listener.accept().await else {
                 continue;
             };
             let (h, b, m, n) = (h.clone(), b.clone(), m.clone(), n.clone());
-            tokio::spawn(async move {
+            let cancel = cancel.clone();
+            tokio::spawn(cancel.run_until_cancelled_owned(async move {
                 let mode = *m.lock().unwrap();
                 match mode {
                     Mode::Reset => {
@@ -116,7 +127,7 @@ pub async fn upstream_on(name: &str, addr: SocketAddr) -> Upstream {
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
-            });
+            }));
         }
     });
     Upstream {
@@ -126,6 +137,7 @@ pub async fn upstream_on(name: &str, addr: SocketAddr) -> Upstream {
         body_bytes,
         mode,
         task,
+        conns,
     }
 }
 
