@@ -92,7 +92,13 @@ pub fn draw(f: &mut Frame, area: Rect, env: &EnvState, filter: &str, theme: &The
             ],
         )
     };
-    let rows = routes.iter().copied().map(|r| {
+    // Only the rows that fit are built (a fresh TableState scrolls the same way: the
+    // selection sits at the bottom once it passes the first screen).
+    let fit = usize::from(area.height.saturating_sub(3)).max(1);
+    let selected = env.selected.min(routes.len().saturating_sub(1));
+    let start = (selected + 1).saturating_sub(fit);
+    let window = &routes[start.min(routes.len())..(start + fit).min(routes.len())];
+    let rows = window.iter().copied().map(|r| {
         let mut paths: Vec<&str> = r
             .exact_paths
             .iter()
@@ -126,8 +132,8 @@ pub fn draw(f: &mut Frame, area: Rect, env: &EnvState, filter: &str, theme: &The
         .highlight_symbol("▶ ")
         .column_spacing(1);
     let mut state = TableState::default();
-    if !routes.is_empty() {
-        state.select(Some(env.selected.min(routes.len() - 1)));
+    if !window.is_empty() {
+        state.select(Some(selected - start));
     }
     f.render_stateful_widget(table, area, &mut state);
 }

@@ -619,3 +619,36 @@ mod live_and_views {
         }
     }
 }
+
+#[test]
+fn a_long_route_list_scrolls_to_keep_the_selection_in_view() {
+    let mut app = three_envs(false);
+    let mut s = status(4, 5);
+    let template = s.routes[2].clone();
+    for i in 0..40 {
+        let mut r = template.clone();
+        r.name = format!("r{i:02}");
+        s.routes.push(r);
+    }
+    update(
+        &mut app,
+        Event::EnvUpdate {
+            env: 2,
+            status: Ok(s),
+            revisions: None,
+            at: t0(),
+        },
+    );
+    for _ in 0..30 {
+        update(&mut app, Event::Key(crate::tui::keymap::Key::Char('j')));
+    }
+    let text = render(&app, &Theme::dark(), 80, 24).backend().to_string();
+    assert!(
+        text.contains("▶ r27"),
+        "the 31st route is selected and shown: {text}"
+    );
+    assert!(
+        !text.contains(" users "),
+        "the first rows scrolled away: {text}"
+    );
+}
