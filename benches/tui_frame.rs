@@ -31,6 +31,7 @@ fn def(name: &str) -> EnvDef {
         canary_step: 5,
         freeze: vec![],
         metrics: None,
+        gateway_url: None,
     }
 }
 

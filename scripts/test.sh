@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test. Installs what the tests need on a fresh Debian machine first:
-# Prometheus (the real server, and promtool) and tmux (the end-to-end TUI test).
+# Prometheus (the real server, and promtool), tmux (the end-to-end TUI test) and wrk
+# (the load in the changes-under-load suite).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +9,7 @@ need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
 if ((${#need[@]})); then
     echo "installing test dependencies: ${need[*]}" >&2
     SUDO=""

@@ -11,3 +11,4 @@ pub mod gateway;
 pub mod metrics;
 pub mod sandbox;
 pub mod tui;
+pub mod walk;

@@ -38,6 +38,8 @@ enum Command {
     /// Evaluate feature flags (OpenFeature flagd format).
     #[command(subcommand)]
     Flags(cli::flags::FlagsCommand),
+    /// Walk a release runbook: steps, metric gates, automatic rollback, a release note.
+    Walk(cli::walk::WalkArgs),
 }
 
 #[derive(Subcommand)]
@@ -86,6 +88,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Ctl(args) => run_async(async { Ok(cli::ctl::run(args).await) }),
+        Command::Walk(args) => run_async(async { Ok(cli::walk::run(args).await) }),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

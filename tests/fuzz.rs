@@ -255,3 +255,35 @@ fn exposition_parser() {
         Ok(())
     });
 }
+
+#[test]
+fn runbook_parser() {
+    let seeds = vec![
+        read("examples/runbooks/blue-green.yaml"),
+        read("examples/runbooks/canary.yaml"),
+        read("examples/runbooks/flag-rollout.yaml"),
+    ];
+    fuzz("runbook", &seeds, |text| {
+        match signalbox::walk::runbook::parse_str(text, "fuzz.yaml") {
+            Ok(rb) => {
+                // A runbook that parses expands and titles its steps without trouble.
+                for s in rb.expand("stage") {
+                    let _ = s.step.title(&rb.route);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let lines = text.lines().count().max(1) + 1;
+                if e.0.is_empty() {
+                    return Err("an error with no issue in it".into());
+                }
+                for issue in &e.0 {
+                    if issue.message.trim().is_empty() || issue.line == 0 || issue.line > lines {
+                        return Err(format!("a bad issue for a {lines}-line input: {issue:?}"));
+                    }
+                }
+                Ok(())
+            }
+        }
+    });
+}

@@ -6,6 +6,7 @@ pub mod flags;
 pub mod gateway;
 pub mod import_kong;
 pub mod sandbox;
+pub mod walk;
 
 use tracing_subscriber::EnvFilter;
 

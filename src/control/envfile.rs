@@ -49,6 +49,10 @@ pub struct EnvDef {
     pub name: String,
     /// The gateway admin API, e.g. `http://127.0.0.1:9080`.
     pub admin_url: String,
+    /// Where clients reach the gateway, e.g. `https://api.stage.example.com`; runbook
+    /// smoke tests send their requests here.
+    #[serde(default)]
+    pub gateway_url: Option<String>,
     #[serde(default)]
     pub token_env: Option<String>,
     #[serde(default)]
@@ -159,6 +163,14 @@ impl CockpitConfig {
         for e in &self.environments {
             if !seen.insert(&e.name) {
                 return Err(format!("environment {:?} is defined twice", e.name));
+            }
+            if let Some(g) = &e.gateway_url
+                && !(g.starts_with("http://") || g.starts_with("https://"))
+            {
+                return Err(format!(
+                    "environment {:?}: gateway_url must start with http:// or https://",
+                    e.name
+                ));
             }
             if !(e.admin_url.starts_with("http://") || e.admin_url.starts_with("https://")) {
                 return Err(format!(

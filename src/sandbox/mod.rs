@@ -243,9 +243,10 @@ impl RunningSandbox {
                 _ => ("type-name", "max_canary_step = 25\ncanary_step = 5\n"),
             };
             toml_envs.push_str(&format!(
-                "\n[[environments]]\nname = \"{}\"\nadmin_url = \"http://{}\"\ntoken_file = \"{}\"\nconfirm = \"{confirm}\"\n{extra}",
+                "\n[[environments]]\nname = \"{}\"\nadmin_url = \"http://{}\"\ngateway_url = \"http://{}\"\ntoken_file = \"{}\"\nconfirm = \"{confirm}\"\n{extra}",
                 env.name,
                 gw.admin_addr,
+                gw.addr,
                 dir.join("admin-token").display()
             ));
             gateways.push(gw);

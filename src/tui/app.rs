@@ -1152,6 +1152,7 @@ pub(crate) mod tests {
         EnvDef {
             name: name.into(),
             admin_url: format!("http://127.0.0.1:9{}", name.len()),
+            gateway_url: None,
             token_env: None,
             token_file: None,
             confirm,

@@ -143,7 +143,7 @@ pub fn parse_str(text: &str, file: &str) -> Result<GatewayConfig, ConfigError> {
 }
 
 /// serde-saphyr renders messages with a snippet; the one-line form is what we print.
-fn plain_message(e: &serde_saphyr::Error) -> String {
+pub(crate) fn plain_message(e: &serde_saphyr::Error) -> String {
     let full = e.without_snippet().to_string();
     let first = full.lines().next().unwrap_or_default();
     // Drop a trailing " at line N column M" that serde-saphyr appends.
@@ -153,7 +153,8 @@ fn plain_message(e: &serde_saphyr::Error) -> String {
     }
 }
 
-fn syntax_issue(text: &str, file: &str, e: &serde_saphyr::Error) -> ConfigIssue {
+/// Turns a parse error into an issue with a position. Runbooks (`crate::walk`) reuse it.
+pub(crate) fn syntax_issue(text: &str, file: &str, e: &serde_saphyr::Error) -> ConfigIssue {
     let plain = plain_message(e);
     // Our own packed form (see parse_str): @@SB@@path@@SB@@message[@@SB@@line@@SB@@col]
     if let Some(rest) = plain.split_once("@@SB@@").map(|(_, r)| r) {

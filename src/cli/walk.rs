@@ -1,0 +1,551 @@
+//! `signalbox walk RUNBOOK [--env NAME] [--headless] [--yes] [--check] [--no-wait]
+//! [--resume | --retry | --skip REASON | --abort]`
+//!
+//! Exit codes: 0 released (or `--check` passed), 1 error, 2 rolled back (a gate or step
+//! failed, or the operator aborted), 3 paused awaiting an operator (or interrupted).
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use sha2::Digest;
+use tokio_util::sync::CancellationToken;
+
+use crate::control::Plan;
+use crate::control::audit::Journal;
+use crate::control::envfile::{self, ConfirmPolicy};
+use crate::walk::machine::{StepStatus, WalkStatus};
+use crate::walk::runbook::{self, Step};
+use crate::walk::store::{self, Store};
+use crate::walk::{
+    Confirm, Decision, Engine, EngineOptions, Operator, PauseKind, RunEnd, WalkState,
+};
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_ERROR: i32 = 1;
+pub const EXIT_ROLLED_BACK: i32 = 2;
+pub const EXIT_PAUSED: i32 = 3;
+
+#[derive(Debug, clap::Args)]
+pub struct WalkArgs {
+    /// The runbook (YAML).
+    pub runbook: PathBuf,
+    /// Environments file (default: ./signalbox.toml, then $XDG_CONFIG_HOME/signalbox/config.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Run against this environment instead of the runbook's `env`.
+    #[arg(long)]
+    pub env: Option<String>,
+    /// No prompts: progress lines on stdout, for CI.
+    #[arg(long)]
+    pub headless: bool,
+    /// Apply changes without asking for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+    /// Validate the runbook and exit: 0, or 1 with FILE:LINE:COL: field.path: message.
+    #[arg(long)]
+    pub check: bool,
+    /// At a pause or an inconclusive analysis, save and exit 3 instead of waiting.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Continue a saved walkthrough: approves the pause it stopped at, or re-runs an
+    /// inconclusive analysis.
+    #[arg(long)]
+    pub resume: bool,
+    /// Resume by running the step the walkthrough stopped at again.
+    #[arg(long, conflicts_with_all = ["skip", "abort"])]
+    pub retry: bool,
+    /// Resume by skipping the step the walkthrough stopped at (the reason is recorded).
+    #[arg(long, value_name = "REASON", conflicts_with = "abort")]
+    pub skip: Option<String>,
+    /// Roll back a saved walkthrough and finish it.
+    #[arg(long)]
+    pub abort: bool,
+    /// Who the changes are recorded as (default: the file's `actor`, else $USER@hostname).
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Where progress and release notes go (default: `walks/` beside the audit journal).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+}
+
+pub async fn run(args: WalkArgs) -> i32 {
+    match run_inner(args).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("signalbox walk: {e}");
+            EXIT_ERROR
+        }
+    }
+}
+
+async fn run_inner(args: WalkArgs) -> Result<i32, String> {
+    let (rb, text) = match runbook::load(&args.runbook) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(EXIT_ERROR);
+        }
+    };
+    let env = args.env.clone().unwrap_or_else(|| rb.env.clone());
+    if args.check {
+        let steps = rb.expand(&env);
+        // With an explicit environments file, the environments must exist in it too.
+        if let Some(cfg_path) = &args.config {
+            let cfg = envfile::load(cfg_path)?;
+            let known = cfg
+                .environments
+                .iter()
+                .map(|e| e.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let positions = crate::gateway::config::locate_paths(&text);
+            let mut bad = 0;
+            let mut seen: Vec<&str> = Vec::new();
+            for s in &steps {
+                if seen.contains(&s.env.as_str()) || cfg.env(&s.env).is_some() {
+                    seen.push(&s.env);
+                    continue;
+                }
+                seen.push(&s.env);
+                bad += 1;
+                let why = format!(
+                    "no environment {:?} in {} (known: {known})",
+                    s.env,
+                    cfg_path.display()
+                );
+                let field = if args.env.as_deref() == Some(s.env.as_str()) {
+                    None
+                } else if s.env == rb.env {
+                    Some("env".to_string())
+                } else {
+                    rb.steps
+                        .iter()
+                        .position(|st| matches!(st, Step::Promote(p) if p.env == s.env))
+                        .map(|i| format!("steps[{i}].promote.env"))
+                };
+                match field {
+                    Some(f) => {
+                        let (line, col) = crate::gateway::config::position_of(&positions, &f);
+                        eprintln!("{}:{line}:{col}: {f}: {why}", args.runbook.display());
+                    }
+                    None => eprintln!("--env {}: {why}", s.env),
+                }
+            }
+            if bad > 0 {
+                return Ok(EXIT_ERROR);
+            }
+        }
+        println!(
+            "{}: ok: {:?}, {} steps against {}",
+            args.runbook.display(),
+            rb.name,
+            steps.len(),
+            {
+                let mut envs: Vec<&str> = Vec::new();
+                for s in &steps {
+                    if !envs.contains(&s.env.as_str()) {
+                        envs.push(&s.env);
+                    }
+                }
+                envs.join(" → ")
+            }
+        );
+        return Ok(EXIT_OK);
+    }
+
+    let path = envfile::find(args.config.as_deref()).ok_or("no environments file: pass --config FILE, create ./signalbox.toml (see examples/signalbox.toml), or start `signalbox sandbox`, which writes one")?;
+    let cfg = envfile::load(&path)?;
+    let actor = args
+        .actor
+        .clone()
+        .or(cfg.actor.clone())
+        .unwrap_or_else(envfile::default_actor);
+    let audit = cfg
+        .audit_log
+        .clone()
+        .unwrap_or_else(envfile::default_audit_log);
+    let store = Store::new(
+        args.state_dir
+            .clone()
+            .unwrap_or_else(|| store::default_dir(&audit)),
+    );
+    let state_path = store.state_path(&rb.name, &env);
+    let resuming = args.resume || args.retry || args.skip.is_some() || args.abort;
+    let Some(_lock) = store.lock(&state_path)? else {
+        return send_to_running(&store, &state_path, &args, &actor);
+    };
+    let sha = hex::encode(sha2::Sha256::digest(text.as_bytes()));
+    let now = chrono::Utc::now();
+    let mut initial = None;
+    let st = match store.load(&state_path)? {
+        // Ended, but the process stopped before writing the note: the engine finishes the
+        // paperwork (note, notification, archive) and nothing else.
+        Some(st) if st.is_finished() => {
+            println!(
+                "the previous walkthrough of {:?} in {env} ended without its release note; writing it now",
+                rb.name
+            );
+            st
+        }
+        Some(mut st) => {
+            if !resuming {
+                return Err(format!(
+                    "an unfinished walkthrough of {:?} in {env} (started {}, at step {}: {}) is saved in {}; pass --resume to continue it or --abort to roll it back",
+                    rb.name,
+                    st.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                    st.progress(),
+                    describe(&st),
+                    state_path.display()
+                ));
+            }
+            if st.runbook_sha256 != sha && !args.abort {
+                return Err(format!(
+                    "{} changed since this walkthrough started (steps are resumed by position); restore it, or --abort the walkthrough",
+                    args.runbook.display()
+                ));
+            }
+            st.resume(now);
+            if args.abort {
+                st.abort(&actor, "aborted by the operator (--abort)", now)?;
+            } else if args.retry {
+                initial = Some(Decision::Retry);
+            } else if let Some(reason) = &args.skip {
+                if reason.trim().is_empty() {
+                    return Err("--skip needs a reason".into());
+                }
+                initial = Some(Decision::Skip(reason.clone()));
+            } else if let WalkStatus::AwaitingOperator { kind, .. } = &st.status {
+                initial = match kind {
+                    PauseKind::Approval => Some(Decision::Continue),
+                    PauseKind::Inconclusive => Some(Decision::Retry),
+                    PauseKind::Error | PauseKind::Interrupted => None,
+                };
+            }
+            st
+        }
+        None if resuming => {
+            return Err(format!(
+                "no unfinished walkthrough of {:?} in {env} to resume (looked in {})",
+                rb.name,
+                state_path.display()
+            ));
+        }
+        None => WalkState::new(
+            uuid::Uuid::new_v4().simple().to_string(),
+            &rb,
+            &args.runbook.display().to_string(),
+            &sha,
+            &actor,
+            &rb.expand(&env),
+            now,
+        ),
+    };
+    store.save(&state_path, &st)?;
+
+    let interactive = !args.headless && std::io::stdin().is_terminal();
+    let hint = format!(
+        "signalbox walk {}{} --env {env}",
+        args.runbook.display(),
+        args.config
+            .as_ref()
+            .map(|c| format!(" --config {}", c.display()))
+            .unwrap_or_default()
+    );
+    let op = CliOperator {
+        yes: args.yes,
+        interactive,
+        no_wait: args.no_wait,
+        hint: hint.clone(),
+        input: std::sync::OnceLock::new(),
+    };
+    let cancel = CancellationToken::new();
+    spawn_signal_handler(cancel.clone());
+    let opts = EngineOptions {
+        cockpit: cfg,
+        config_path: args
+            .config
+            .clone()
+            .map(|p| std::fs::canonicalize(&p).unwrap_or(p)),
+        actor,
+        journal: Journal::new(audit),
+        initial_decision: initial,
+    };
+    let mut engine = Engine::new(rb, &env, opts, store, state_path, st, op, cancel)?;
+    match engine.run().await? {
+        RunEnd::Finished { outcome, note } => {
+            println!("release note: {}", note.display());
+            Ok(outcome.exit_code())
+        }
+        RunEnd::Paused { reason } => {
+            println!("paused awaiting an operator: {reason}");
+            println!("continue with `{hint} --resume` (or --retry, --skip REASON, --abort)");
+            Ok(EXIT_PAUSED)
+        }
+        RunEnd::Interrupted => {
+            println!(
+                "interrupted: resume with `{hint} --resume`, or roll back with `{hint} --abort`"
+            );
+            Ok(EXIT_PAUSED)
+        }
+    }
+}
+
+/// Another process (a headless run waiting at a pause) drives this walkthrough: hand it
+/// the operator's decision instead.
+fn send_to_running(
+    store: &Store,
+    state_path: &std::path::Path,
+    args: &WalkArgs,
+    actor: &str,
+) -> Result<i32, String> {
+    let busy = "another signalbox walk is driving this walkthrough";
+    let st = store
+        .load(state_path)?
+        .ok_or_else(|| format!("{busy}, and it has no saved state yet"))?;
+    let (decision, reason) = if args.abort {
+        (
+            "abort",
+            Some("aborted by the operator from another terminal".to_string()),
+        )
+    } else {
+        let WalkStatus::AwaitingOperator { kind, reason } = &st.status else {
+            return Err(format!(
+                "{busy} and it is not paused ({}); to stop it, pass --abort",
+                describe(&st)
+            ));
+        };
+        match (args.retry, &args.skip, kind) {
+            (true, _, _) => ("retry", None),
+            (_, Some(r), _) if !r.trim().is_empty() => ("skip", Some(r.clone())),
+            (_, Some(_), _) => return Err("--skip needs a reason".into()),
+            (_, None, PauseKind::Approval) if args.resume => ("continue", None),
+            (_, None, PauseKind::Inconclusive) if args.resume => ("retry", None),
+            _ if args.resume => {
+                return Err(format!(
+                    "{busy}; it is paused ({reason}): say --retry, --skip REASON or --abort"
+                ));
+            }
+            _ => {
+                return Err(format!(
+                    "{busy} (paused: {reason}); to decide from here pass --resume, --retry, --skip REASON or --abort"
+                ));
+            }
+        }
+    };
+    store.send_decision(
+        state_path,
+        &crate::walk::store::DecisionRequest {
+            step: st.cursor,
+            decision: decision.into(),
+            reason,
+            actor: actor.to_string(),
+        },
+    )?;
+    println!(
+        "sent {decision} to the running walkthrough (at step {}: {})",
+        st.progress(),
+        describe(&st)
+    );
+    Ok(EXIT_OK)
+}
+
+fn describe(st: &WalkState) -> String {
+    match &st.status {
+        WalkStatus::AwaitingOperator { reason, .. } => format!("paused: {reason}"),
+        WalkStatus::RollingBack { reason, .. } => format!("rolling back: {reason}"),
+        _ => st
+            .steps
+            .get(st.cursor)
+            .map(|s| {
+                format!(
+                    "{}{}",
+                    s.title,
+                    if s.status == StepStatus::Running {
+                        " (was running)"
+                    } else {
+                        ""
+                    }
+                )
+            })
+            .unwrap_or_else(|| "all steps done".into()),
+    }
+}
+
+/// Ctrl-C and SIGTERM stop the walk at the next safe point (never in the middle of a
+/// change) and save it.
+fn spawn_signal_handler(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        cancel.cancel();
+    });
+}
+
+struct CliOperator {
+    yes: bool,
+    interactive: bool,
+    no_wait: bool,
+    /// The command that reaches this walkthrough, for messages.
+    hint: String,
+    input: std::sync::OnceLock<Input>,
+}
+
+impl CliOperator {
+    fn input(&self) -> &Input {
+        self.input.get_or_init(Input::spawn)
+    }
+}
+
+/// Terminal input, read by one thread for the whole run. A prompt given up on (a decision
+/// arrived from another terminal) leaves no reader behind to swallow the next answer.
+struct Input {
+    lines: tokio::sync::Mutex<tokio::sync::mpsc::Receiver<String>>,
+}
+
+impl Input {
+    fn spawn() -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                if tx.blocking_send(line.trim().to_string()).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            lines: tokio::sync::Mutex::new(rx),
+        }
+    }
+
+    /// Prints the prompt and waits for a line; `None` at end of input.
+    async fn ask(&self, prompt: &str) -> Option<String> {
+        eprint!("{prompt}");
+        let _ = std::io::stderr().flush();
+        self.lines.lock().await.recv().await
+    }
+}
+
+impl Operator for CliOperator {
+    async fn confirm(&mut self, plan: &Plan) -> Confirm {
+        if self.yes || plan.confirm == ConfirmPolicy::None {
+            return Confirm::Yes;
+        }
+        if !self.interactive {
+            return Confirm::Unavailable;
+        }
+        eprintln!("  {}: {}", plan.env, plan.description);
+        eprintln!("  before: {}", plan.before);
+        eprintln!("  after:  {}", plan.after);
+        let (prompt, want) = match plan.confirm {
+            ConfirmPolicy::TypeName => (
+                format!("  type the environment's name ({}) to apply: ", plan.env),
+                plan.env.clone(),
+            ),
+            _ => (format!("  apply to {}? [y/N] ", plan.env), "y".into()),
+        };
+        match self.input().ask(&prompt).await {
+            Some(a) if a == want || (want == "y" && a.eq_ignore_ascii_case("yes")) => Confirm::Yes,
+            _ => Confirm::No,
+        }
+    }
+
+    async fn decide(
+        &mut self,
+        st: &WalkState,
+        kind: PauseKind,
+        reason: &str,
+        cancel: &CancellationToken,
+    ) -> Option<Decision> {
+        if !self.interactive {
+            if kind == PauseKind::Error {
+                // Nobody to ask whether to retry: undo the release.
+                return Some(Decision::Abort(
+                    crate::walk::Cause::Error,
+                    reason.to_string(),
+                ));
+            }
+            if self.no_wait {
+                return None;
+            }
+            // Wait: for the pause's timeout (the engine enforces it), a decision sent from
+            // another terminal (the engine watches for it), or a signal.
+            let timeout = st
+                .steps
+                .get(st.cursor)
+                .and_then(|s| s.deadline)
+                .filter(|_| kind == PauseKind::Approval)
+                .map(|d| format!(" (timeout at {} UTC)", d.format("%H:%M:%S")))
+                .unwrap_or_default();
+            self.progress(
+                &format!(
+                    "waiting for an operator{timeout}: from another terminal run `{} --resume` (or --retry, --skip REASON, --abort)",
+                    self.hint
+                ),
+                st,
+            );
+            cancel.cancelled().await;
+            return None;
+        }
+        if self.no_wait {
+            return None;
+        }
+        let options = match kind {
+            PauseKind::Approval | PauseKind::Inconclusive => "[c]ontinue, [r]etry, [s]kip, [a]bort",
+            PauseKind::Error | PauseKind::Interrupted => "[r]etry, [s]kip, [a]bort",
+        };
+        loop {
+            let prompt = format!("  {reason}\n  {options}? ");
+            let answer = tokio::select! {
+                a = self.input().ask(&prompt) => a,
+                _ = cancel.cancelled() => return None,
+            };
+            let answer = answer?;
+            match answer.as_str() {
+                "c" | "continue" if options.contains("[c]") => return Some(Decision::Continue),
+                "r" | "retry" => return Some(Decision::Retry),
+                "s" | "skip" => {
+                    let why = self
+                        .input()
+                        .ask("  reason for skipping (recorded): ")
+                        .await?;
+                    if !why.trim().is_empty() {
+                        return Some(Decision::Skip(why));
+                    }
+                }
+                "a" | "abort" => {
+                    let why = self
+                        .input()
+                        .ask("  reason for aborting (recorded): ")
+                        .await?;
+                    return Some(Decision::Abort(
+                        crate::walk::Cause::Operator,
+                        if why.trim().is_empty() {
+                            "aborted by the operator".into()
+                        } else {
+                            why
+                        },
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn progress(&mut self, line: &str, _st: &WalkState) {
+        if !line.is_empty() {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{} {line}", chrono::Utc::now().format("%H:%M:%S"));
+            let _ = out.flush();
+        }
+    }
+}
