@@ -19,10 +19,21 @@ pub struct CockpitConfig {
     /// Colour theme for the TUI.
     #[serde(default)]
     pub theme: Option<String>,
+    /// Key overrides by action name, e.g. `flip = "b"` or `quit = ["q", "ctrl-c"]`.
+    #[serde(default)]
+    pub keys: std::collections::BTreeMap<String, KeySpec>,
     /// Present when the environments are a running `signalbox sandbox`.
     #[serde(default)]
     pub sandbox: Option<SandboxRef>,
     pub environments: Vec<EnvDef>,
+}
+
+/// A `[keys]` entry: one key or a list of keys (parsed by the cockpit's keymap).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum KeySpec {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

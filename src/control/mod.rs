@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod backend;
 pub mod envfile;
+pub mod sandbox;
 
 use std::collections::BTreeMap;
 
@@ -18,13 +19,15 @@ use self::backend::{BackendError, GatewayBackend, Request};
 use self::envfile::{ConfirmPolicy, EnvDef};
 use crate::domain::action::weights_text;
 use crate::domain::status::flip_target;
-use crate::domain::{Action, Check, FlagState, GatewayStatus, Outcome};
+use crate::domain::{Action, Check, FaultSpec, FlagState, GatewayStatus, Outcome};
 use crate::gateway::secrets;
 
 /// One environment the cockpit can act on.
 pub struct Env {
     pub def: EnvDef,
     pub backend: GatewayBackend,
+    /// The sandbox control API, when the environment is part of a `signalbox sandbox`.
+    pub sandbox: Option<sandbox::SandboxClient>,
 }
 
 impl Env {
@@ -44,7 +47,14 @@ impl Env {
         Ok(Self {
             backend: GatewayBackend::new(&def.admin_url, token),
             def,
+            sandbox: None,
         })
+    }
+
+    /// Lets fault actions reach the sandbox at `control_url`.
+    pub fn with_sandbox(mut self, control_url: &str) -> Self {
+        self.sandbox = Some(sandbox::SandboxClient::new(control_url));
+        self
     }
 }
 
@@ -65,6 +75,9 @@ pub struct Plan {
     pub forced: Option<String>,
     #[serde(skip)]
     request: Option<Request>,
+    /// For `SetFault`: the upstream and faults, sent to the sandbox instead of the gateway.
+    #[serde(skip)]
+    fault: Option<(String, FaultSpec)>,
 }
 
 impl Plan {
@@ -137,7 +150,60 @@ pub async fn plan(
         ),
     });
 
+    if let Action::SetFault { upstream, faults } = &action {
+        let sb = env.sandbox.as_ref().ok_or_else(|| {
+            PlanError::Invalid(format!(
+                "{} is not a sandbox environment: faults can only be injected in `signalbox sandbox`",
+                def.name
+            ))
+        })?;
+        if faults.error_percent > 100 {
+            return Err(PlanError::Invalid(format!(
+                "an error rate is a percentage, 0 to 100; got {}",
+                faults.error_percent
+            )));
+        }
+        if faults.latency_ms > 60_000 {
+            return Err(PlanError::Invalid(
+                "added latency is capped at 60000 ms".into(),
+            ));
+        }
+        checks.push(match status.upstream(upstream) {
+            Some(_) => Check::pass(
+                format!("{upstream} exists"),
+                format!("an upstream of {}", def.name),
+            ),
+            None => Check::fail(
+                format!("{upstream} exists"),
+                format!("{} has no upstream {upstream:?}", def.name),
+            ),
+        });
+        let current = sb
+            .get(&def.name, upstream)
+            .await
+            .map_err(PlanError::Invalid)?;
+        checks.push(Check::pass(
+            "sandbox control API answers",
+            sb.address().to_string(),
+        ));
+        return Ok(Plan {
+            env: def.name.clone(),
+            description: action.to_string(),
+            before: format!("{upstream}: {current}"),
+            after: format!("{upstream}: {faults}"),
+            fault: Some((upstream.clone(), faults.clone())),
+            action,
+            checks,
+            confirm: def.confirm,
+            base_revision: status.revision,
+            forced,
+            request: None,
+        });
+    }
     let (request, before, after) = match &action {
+        Action::SetFault { .. } => {
+            return Err(PlanError::Invalid("fault actions are planned above".into()));
+        }
         Action::SetSplit { route, weights } => {
             split_plan(&status, route, weights.clone(), def, &mut checks)?
         }
@@ -243,15 +309,16 @@ pub async fn plan(
                 "revision is in the history",
                 format!("revision {target}: {}", rec.info.description),
             ));
-            let before = format!(
-                "revision {}: {}",
-                status.revision,
-                splits_text(status.routes.iter().map(|r| (&r.name, &r.split)))
+            let (b, a) = changed_splits(
+                status.routes.iter().map(|r| (&r.name, &r.split)).collect(),
+                rec.config
+                    .routes
+                    .iter()
+                    .map(|r| (&r.name, &r.split))
+                    .collect(),
             );
-            let after = format!(
-                "revision {target}: {}",
-                splits_text(rec.config.routes.iter().map(|r| (&r.name, &r.split)))
-            );
+            let before = format!("revision {}: {b}", status.revision);
+            let after = format!("revision {target}: {a}");
             (Request::Rollback { to: target }, before, after)
         }
         Action::Rollforward => {
@@ -263,15 +330,16 @@ pub async fn plan(
                 ));
             };
             let rec = env.backend.revision(*from).await?;
-            let before = format!(
-                "revision {}: {}",
-                status.revision,
-                splits_text(status.routes.iter().map(|r| (&r.name, &r.split)))
+            let (b, a) = changed_splits(
+                status.routes.iter().map(|r| (&r.name, &r.split)).collect(),
+                rec.config
+                    .routes
+                    .iter()
+                    .map(|r| (&r.name, &r.split))
+                    .collect(),
             );
-            let after = format!(
-                "revision {from}: {}",
-                splits_text(rec.config.routes.iter().map(|r| (&r.name, &r.split)))
-            );
+            let before = format!("revision {}: {b}", status.revision);
+            let after = format!("revision {from}: {a}");
             (Request::Rollforward, before, after)
         }
     };
@@ -286,16 +354,43 @@ pub async fn plan(
         base_revision: status.revision,
         forced,
         request: Some(request),
+        fault: None,
     })
 }
 
-fn splits_text<'a>(
-    routes: impl Iterator<Item = (&'a String, &'a BTreeMap<String, u32>)>,
-) -> String {
-    routes
-        .map(|(n, s)| format!("{n} {}", weights_text(s)))
-        .collect::<Vec<_>>()
-        .join("; ")
+type Splits<'a> = Vec<(&'a String, &'a BTreeMap<String, u32>)>;
+
+/// Before and after of the routes whose split differs (a route only on one side counts), so
+/// a confirmation shows what moves rather than every route.
+fn changed_splits<'a>(now: Splits<'a>, then: Splits<'a>) -> (String, String) {
+    fn find<'a>(v: &Splits<'a>, n: &String) -> Option<&'a BTreeMap<String, u32>> {
+        v.iter().find(|(m, _)| *m == n).map(|(_, s)| *s)
+    }
+    let mut names: Vec<&String> = now.iter().chain(then.iter()).map(|(n, _)| *n).collect();
+    names.dedup();
+    let mut seen = Vec::new();
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    for n in names {
+        if seen.contains(&n) {
+            continue;
+        }
+        seen.push(n);
+        let (b, a) = (find(&now, n), find(&then, n));
+        if b == a {
+            continue;
+        }
+        let text = |s: Option<&BTreeMap<String, u32>>| match s {
+            Some(s) => format!("{n} {}", weights_text(s)),
+            None => format!("{n} (no such route)"),
+        };
+        before.push(text(b));
+        after.push(text(a));
+    }
+    if before.is_empty() {
+        let same = "route splits unchanged (other settings differ)".to_string();
+        return (same.clone(), same);
+    }
+    (before.join("; "), after.join("; "))
 }
 
 fn split_plan(
@@ -360,14 +455,23 @@ pub async fn execute(env: &Env, plan: &Plan, journal: &Journal, actor: &str) -> 
             state: None,
         }
     } else {
-        match &plan.request {
-            None => Report {
+        match (&plan.request, &plan.fault, &env.sandbox) {
+            (_, Some((upstream, faults)), Some(sb)) => {
+                apply_fault(sb, &plan.env, upstream, faults).await
+            }
+            (_, Some(_), None) => Report {
+                outcome: Outcome::Failed,
+                revision: None,
+                error: Some(format!("{} has no sandbox control API", plan.env)),
+                state: None,
+            },
+            (None, None, _) => Report {
                 outcome: Outcome::Failed,
                 revision: None,
                 error: Some("the plan has no request".into()),
                 state: None,
             },
-            Some(req) => apply_and_verify(env, req, plan.base_revision, actor).await,
+            (Some(req), None, _) => apply_and_verify(env, req, plan.base_revision, actor).await,
         }
     };
     record(journal, plan, actor, &report);
@@ -410,6 +514,43 @@ fn record(journal: &Journal, plan: &Plan, actor: &str, report: &Report) {
     };
     if let Err(e) = journal.append(&entry) {
         tracing::error!(journal = %journal.path().display(), error = %e, "cannot write the audit journal");
+    }
+}
+
+/// Sets the faults, then reads them back: the sandbox must now have exactly these.
+async fn apply_fault(
+    sb: &sandbox::SandboxClient,
+    env: &str,
+    upstream: &str,
+    faults: &FaultSpec,
+) -> Report {
+    if let Err(e) = sb.set(env, upstream, faults).await {
+        return Report {
+            outcome: Outcome::Failed,
+            revision: None,
+            error: Some(e),
+            state: None,
+        };
+    }
+    match sb.get(env, upstream).await {
+        Ok(now) if now == *faults => Report {
+            outcome: Outcome::Applied,
+            revision: None,
+            error: None,
+            state: None,
+        },
+        Ok(now) => Report {
+            outcome: Outcome::Unverified,
+            revision: None,
+            error: Some(format!("the sandbox reports {upstream}: {now}")),
+            state: None,
+        },
+        Err(e) => Report {
+            outcome: Outcome::Unverified,
+            revision: None,
+            error: Some(e),
+            state: None,
+        },
     }
 }
 
@@ -486,5 +627,31 @@ async fn apply_and_verify(env: &Env, req: &Request, base: u64, actor: &str) -> R
             )),
             state,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollback_plans_show_only_the_routes_that_move() {
+        let (users, pay, gone) = (
+            "users".to_string(),
+            "payments".to_string(),
+            "old".to_string(),
+        );
+        let bg: BTreeMap<String, u32> = [("blue".into(), 100), ("green".into(), 0)].into();
+        let gb: BTreeMap<String, u32> = [("blue".into(), 0), ("green".into(), 100)].into();
+        let p: BTreeMap<String, u32> = [("v1".into(), 90), ("v2".into(), 10)].into();
+        let (b, a) = changed_splits(
+            vec![(&users, &gb), (&pay, &p)],
+            vec![(&users, &bg), (&pay, &p), (&gone, &p)],
+        );
+        assert_eq!(b, "users blue 0 / green 100; old (no such route)");
+        assert_eq!(a, "users blue 100 / green 0; old v1 90 / v2 10");
+        let (b, a) = changed_splits(vec![(&pay, &p)], vec![(&pay, &p)]);
+        assert_eq!(b, a);
+        assert!(b.contains("unchanged"), "{b}");
     }
 }

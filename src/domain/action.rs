@@ -35,6 +35,49 @@ pub enum Action {
     Rollback { to: Option<u64> },
     /// Re-apply the revision the last rollback rolled back from.
     Rollforward,
+    /// Sandbox only: give the service behind `upstream` (`service-version`) these faults;
+    /// all-zero clears them.
+    SetFault { upstream: String, faults: FaultSpec },
+}
+
+/// Faults for one sandbox service version (percent rather than a ratio keeps `Action` `Eq`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultSpec {
+    /// Share of requests answered 500, 0 to 100.
+    #[serde(default)]
+    pub error_percent: u32,
+    /// Added to every answer.
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// The port refuses connections.
+    #[serde(default)]
+    pub down: bool,
+}
+
+impl FaultSpec {
+    pub fn is_clear(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl fmt::Display for FaultSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if self.error_percent > 0 {
+            parts.push(format!("{}% 5xx", self.error_percent));
+        }
+        if self.latency_ms > 0 {
+            parts.push(format!("+{}ms latency", self.latency_ms));
+        }
+        if self.down {
+            parts.push("down".to_string());
+        }
+        if parts.is_empty() {
+            write!(f, "no faults")
+        } else {
+            write!(f, "{}", parts.join(", "))
+        }
+    }
 }
 
 impl Action {
@@ -80,6 +123,10 @@ impl fmt::Display for Action {
             Action::Rollback { to: Some(n) } => write!(f, "roll back to revision {n}"),
             Action::Rollback { to: None } => write!(f, "roll back to the previous revision"),
             Action::Rollforward => write!(f, "roll forward"),
+            Action::SetFault { upstream, faults } if faults.is_clear() => {
+                write!(f, "clear faults of {upstream}")
+            }
+            Action::SetFault { upstream, faults } => write!(f, "inject {faults} into {upstream}"),
         }
     }
 }

@@ -5,6 +5,6 @@ pub mod metrics;
 pub mod secret;
 pub mod status;
 
-pub use action::{Action, Check, FlagState, Outcome};
+pub use action::{Action, Check, FaultSpec, FlagState, Outcome};
 pub use secret::Secret;
 pub use status::{Change, GatewayStatus, RevisionInfo, RouteStatus};

@@ -4,16 +4,21 @@
 
 use chrono::{DateTime, Utc};
 
-use super::keymap::{self, Key, KeyAction};
+use super::keymap::{self, Key, KeyAction, Keymap, View};
 use crate::control::envfile::{ConfirmPolicy, EnvDef};
 use crate::control::{Plan, Report};
-use crate::domain::{Action, Check, GatewayStatus, Outcome, RevisionInfo};
+use crate::domain::metrics::MetricsFeed;
+use crate::domain::status::FlagStatus;
+use crate::domain::{
+    Action, Check, FaultSpec, FlagState, GatewayStatus, Outcome, RevisionInfo, RouteStatus,
+};
 
 /// Data older than this is marked stale.
 pub const STALE_AFTER_SECS: i64 = 3;
 const TOAST_OK_SECS: i64 = 5;
 const TOAST_FAIL_SECS: i64 = 12;
 const MAX_TOASTS: usize = 3;
+const MAX_INPUT: usize = 200;
 
 #[derive(Clone, Debug)]
 pub enum Event {
@@ -26,6 +31,17 @@ pub enum Event {
         /// `None` when the revisions could not be read this time (the old ones are kept).
         revisions: Option<Vec<RevisionInfo>>,
         at: DateTime<Utc>,
+    },
+    /// The latest live metrics of one environment.
+    Metrics {
+        env: usize,
+        feed: Box<MetricsFeed>,
+    },
+    /// The before → after of one revision (for the History view).
+    Diff {
+        env: usize,
+        number: u64,
+        result: Result<Vec<String>, String>,
     },
     Planned {
         id: u64,
@@ -53,6 +69,11 @@ pub enum Command {
     /// The operator declined plan `id` (recorded in the journal as cancelled).
     Cancel {
         id: u64,
+    },
+    /// Read revision `number` and the one before it, and diff them.
+    LoadDiff {
+        env: usize,
+        number: u64,
     },
     Quit,
 }
@@ -146,6 +167,23 @@ pub enum Busy {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputKind {
+    /// `:` — a command by name.
+    Palette,
+    /// `/` — narrows the lists as it is typed.
+    Filter,
+}
+
+/// The one-line prompt at the bottom.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Input {
+    pub kind: InputKind,
+    pub text: String,
+    /// Why the last Enter was not accepted.
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Health {
     /// No answer yet.
     Unknown,
@@ -164,7 +202,19 @@ pub struct EnvState {
     pub error: Option<String>,
     /// When `status` was last read successfully.
     pub updated: Option<DateTime<Utc>>,
+    /// Selected row among the (filtered) routes.
     pub selected: usize,
+    /// Selected row among the (filtered) revisions, newest first.
+    pub rev_selected: usize,
+    /// Selected row among the (filtered) flags.
+    pub flag_selected: usize,
+    pub metrics: Option<MetricsFeed>,
+    /// The diff of one revision, once read.
+    pub diff: Option<(u64, Result<Vec<String>, String>)>,
+}
+
+fn matches(filter: &str, text: &str) -> bool {
+    filter.is_empty() || text.to_lowercase().contains(&filter.to_lowercase())
 }
 
 impl EnvState {
@@ -176,6 +226,10 @@ impl EnvState {
             error: None,
             updated: None,
             selected: 0,
+            rev_selected: 0,
+            flag_selected: 0,
+            metrics: None,
+            diff: None,
         }
     }
 
@@ -207,8 +261,58 @@ impl EnvState {
         self.age_secs(now).is_some_and(|a| a > STALE_AFTER_SECS)
     }
 
-    pub fn selected_route(&self) -> Option<&crate::domain::RouteStatus> {
-        self.status.as_ref()?.routes.get(self.selected)
+    /// Routes whose name, path or upstreams contain `filter`.
+    pub fn routes(&self, filter: &str) -> Vec<&RouteStatus> {
+        self.status.as_ref().map_or_else(Vec::new, |s| {
+            s.routes
+                .iter()
+                .filter(|r| {
+                    matches(filter, &r.name)
+                        || r.paths.iter().any(|p| matches(filter, p))
+                        || r.split.keys().any(|u| matches(filter, u))
+                })
+                .collect()
+        })
+    }
+
+    pub fn selected_route(&self, filter: &str) -> Option<&RouteStatus> {
+        let routes = self.routes(filter);
+        routes
+            .get(self.selected.min(routes.len().saturating_sub(1)))
+            .copied()
+    }
+
+    /// Revisions newest first, narrowed by `filter` (description or actor).
+    pub fn history(&self, filter: &str) -> Vec<&RevisionInfo> {
+        let mut v: Vec<&RevisionInfo> = self
+            .revisions
+            .iter()
+            .filter(|r| {
+                matches(filter, &r.description)
+                    || matches(filter, &r.actor)
+                    || matches(filter, &r.number.to_string())
+            })
+            .collect();
+        v.sort_by_key(|r| std::cmp::Reverse(r.number));
+        v
+    }
+
+    pub fn selected_revision(&self, filter: &str) -> Option<&RevisionInfo> {
+        let h = self.history(filter);
+        h.get(self.rev_selected.min(h.len().saturating_sub(1)))
+            .copied()
+    }
+
+    pub fn flags(&self, filter: &str) -> Vec<&FlagStatus> {
+        self.status.as_ref().map_or_else(Vec::new, |s| {
+            s.flags.iter().filter(|f| matches(filter, &f.key)).collect()
+        })
+    }
+
+    pub fn selected_flag(&self, filter: &str) -> Option<&FlagStatus> {
+        let f = self.flags(filter);
+        f.get(self.flag_selected.min(f.len().saturating_sub(1)))
+            .copied()
     }
 }
 
@@ -222,7 +326,132 @@ pub struct App {
     pub busy: Option<Busy>,
     pub toasts: Vec<Toast>,
     pub help: bool,
+    pub view: View,
+    /// Narrows the routes, revisions and flags lists.
+    pub filter: String,
+    pub input: Option<Input>,
+    pub keymap: Keymap,
+    /// A sandbox is behind the cockpit, so faults can be injected.
+    pub sandbox: bool,
+    /// The diff last asked for (environment, revision), so it is asked for once.
+    diff_wanted: Option<(usize, u64)>,
     next_id: u64,
+}
+
+/// What a palette line asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Intent {
+    /// A change, to be planned and confirmed.
+    Change(Action),
+    /// The same as pressing the action's key.
+    Key(KeyAction),
+    Env(String),
+    View(View),
+    Filter(String),
+}
+
+fn parse_percent(what: &str, s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("{what} must be a whole number from 0 to 100, not {s:?}"))?;
+    if n > 100 {
+        return Err(format!("{what} must be 0 to 100, not {n}"));
+    }
+    Ok(n)
+}
+
+/// Parses one palette line. Pure; read-only and context checks are the caller's.
+pub fn parse_command(line: &str, map: &Keymap) -> Result<Intent, String> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let Some((&cmd, args)) = words.split_first() else {
+        return Err("type a command; Tab completes, Esc closes".into());
+    };
+    let usage = |name: &str| {
+        keymap::COMMANDS
+            .iter()
+            .find(|c| c.name == name)
+            .map_or(String::new(), |c| format!("usage: {}", c.usage))
+    };
+    match (cmd, args) {
+        ("weight", [route, pct]) => Ok(Intent::Change(Action::SetCanary {
+            route: route.to_string(),
+            percent: parse_percent("the canary weight", pct)?,
+        })),
+        ("weight", _) => Err(usage("weight")),
+        ("flip", [route]) => Ok(Intent::Change(Action::Flip {
+            route: route.to_string(),
+            to: None,
+        })),
+        ("flip", [route, to]) => Ok(Intent::Change(Action::Flip {
+            route: route.to_string(),
+            to: Some(to.to_string()),
+        })),
+        ("flag", [key, value]) => {
+            let (state, variant) = match *value {
+                "on" | "enable" | "enabled" => (Some(FlagState::Enabled), None),
+                "off" | "disable" | "disabled" => (Some(FlagState::Disabled), None),
+                v => (None, Some(v.to_string())),
+            };
+            Ok(Intent::Change(Action::SetFlag {
+                key: key.to_string(),
+                state,
+                variant,
+            }))
+        }
+        ("flag", _) => Err(usage("flag")),
+        ("rollback", [n]) => {
+            let n: u64 = n
+                .parse()
+                .map_err(|_| format!("a revision is a number, not {n:?}"))?;
+            Ok(Intent::Change(Action::Rollback { to: Some(n) }))
+        }
+        ("fault", [upstream, rest @ ..]) => {
+            let faults = match rest {
+                ["5xx" | "error" | "errors", pct] => FaultSpec {
+                    error_percent: parse_percent("the error rate", pct)?,
+                    ..FaultSpec::default()
+                },
+                ["latency" | "delay", ms] => FaultSpec {
+                    latency_ms: ms
+                        .trim_end_matches("ms")
+                        .parse()
+                        .ok()
+                        .filter(|v| *v <= 60_000)
+                        .ok_or_else(|| {
+                            format!("latency is milliseconds, 0 to 60000, not {ms:?}")
+                        })?,
+                    ..FaultSpec::default()
+                },
+                ["down"] => FaultSpec {
+                    down: true,
+                    ..FaultSpec::default()
+                },
+                ["clear"] => FaultSpec::default(),
+                _ => return Err(usage("fault")),
+            };
+            Ok(Intent::Change(Action::SetFault {
+                upstream: upstream.to_string(),
+                faults,
+            }))
+        }
+        ("fault", _) => Err(usage("fault")),
+        ("env", [name]) => Ok(Intent::Env(name.to_string())),
+        ("env", _) => Err(usage("env")),
+        ("view", [v]) => View::parse(v)
+            .map(Intent::View)
+            .ok_or_else(|| usage("view")),
+        ("view", _) => Err(usage("view")),
+        ("filter", rest) => Ok(Intent::Filter(rest.join(" "))),
+        (name, []) => match map.by_name(name) {
+            Some(b) if b.action != KeyAction::EnvByNumber => Ok(Intent::Key(b.action)),
+            _ => Err(format!("unknown command {name:?}; Tab lists the commands")),
+        },
+        (name, _) => match map.by_name(name) {
+            Some(_) => Err(format!("{name} takes no arguments")),
+            None => Err(format!("unknown command {name:?}; Tab lists the commands")),
+        },
+    }
 }
 
 impl App {
@@ -237,8 +466,24 @@ impl App {
             busy: None,
             toasts: Vec::new(),
             help: false,
+            view: View::Overview,
+            filter: String::new(),
+            input: None,
+            keymap: Keymap::default(),
+            sandbox: false,
+            diff_wanted: None,
             next_id: 1,
         }
+    }
+
+    pub fn with_keymap(mut self, keymap: Keymap) -> Self {
+        self.keymap = keymap;
+        self
+    }
+
+    pub fn with_sandbox(mut self, sandbox: bool) -> Self {
+        self.sandbox = sandbox;
+        self
     }
 
     pub fn env(&self) -> Option<&EnvState> {
@@ -287,13 +532,22 @@ impl App {
         vec![Command::Plan { id, env, action }]
     }
 
+    fn selected_route(&mut self) -> Option<RouteStatus> {
+        let r = self
+            .env()
+            .and_then(|e| e.selected_route(&self.filter))
+            .cloned();
+        if r.is_none() {
+            self.toast(ToastKind::Info, "no route selected");
+        }
+        r
+    }
+
     fn canary_step(&mut self, up: bool) -> Vec<Command> {
-        let Some(env) = self.env() else {
+        let Some(step) = self.env().map(|e| e.def.canary_step) else {
             return vec![];
         };
-        let step = env.def.canary_step;
-        let Some(route) = env.selected_route() else {
-            self.toast(ToastKind::Info, "no route selected");
+        let Some(route) = self.selected_route() else {
             return vec![];
         };
         let Some((_, canary)) = route.canary_pair() else {
@@ -312,22 +566,111 @@ impl App {
             self.toast(ToastKind::Info, msg);
             return vec![];
         }
-        let route = route.name.clone();
-        self.request(Action::SetCanary { route, percent })
+        self.request(Action::SetCanary {
+            route: route.name,
+            percent,
+        })
     }
 
-    fn main_key(&mut self, key: Key) -> Vec<Command> {
-        let Some(binding) = keymap::lookup(key) else {
+    fn open_palette(&mut self, text: String) {
+        self.input = Some(Input {
+            kind: InputKind::Palette,
+            text,
+            error: None,
+        });
+    }
+
+    /// Moves the selection of the current view's list.
+    fn move_selection(&mut self, down: bool) {
+        let view = self.view;
+        let filter = self.filter.clone();
+        let Some(e) = self.envs.get_mut(self.current) else {
+            return;
+        };
+        let (n, sel) = match view {
+            View::Overview | View::Environments => (e.routes(&filter).len(), &mut e.selected),
+            View::History => (e.history(&filter).len(), &mut e.rev_selected),
+            View::Flags => (e.flags(&filter).len(), &mut e.flag_selected),
+        };
+        if n > 0 {
+            *sel = if down {
+                (*sel + 1).min(n - 1)
+            } else {
+                sel.saturating_sub(1)
+            };
+        }
+    }
+
+    fn rollback(&mut self) -> Vec<Command> {
+        if self.view != View::History {
+            return self.request(Action::Rollback { to: None });
+        }
+        let Some(env) = self.env() else {
             return vec![];
         };
-        if binding.mutating && self.is_read_only() {
+        let current = env.status.as_ref().map(|s| s.revision);
+        let Some(n) = env.selected_revision(&self.filter).map(|r| r.number) else {
+            self.toast(ToastKind::Info, "no revision selected");
+            return vec![];
+        };
+        if Some(n) == current {
+            self.toast(ToastKind::Info, format!("revision {n} is the current one"));
             return vec![];
         }
-        match binding.action {
+        self.request(Action::Rollback { to: Some(n) })
+    }
+
+    fn toggle_flag(&mut self) -> Vec<Command> {
+        if self.view != View::Flags {
+            let key = self
+                .keymap
+                .binding(KeyAction::Flags)
+                .map_or("F".to_string(), |b| b.label.clone());
+            self.toast(
+                ToastKind::Info,
+                format!("open the flags view ({key}) and select a flag to toggle"),
+            );
+            return vec![];
+        }
+        let Some(f) = self.env().and_then(|e| e.selected_flag(&self.filter)) else {
+            self.toast(ToastKind::Info, "no flag selected");
+            return vec![];
+        };
+        let state = match f.state {
+            FlagState::Enabled => FlagState::Disabled,
+            FlagState::Disabled => FlagState::Enabled,
+        };
+        let key = f.key.clone();
+        self.request(Action::SetFlag {
+            key,
+            state: Some(state),
+            variant: None,
+        })
+    }
+
+    /// The upstream a fault goes to by default: the route's canary, else its live side.
+    fn fault_target(&mut self) -> Option<String> {
+        if !self.sandbox {
+            self.toast(
+                ToastKind::Info,
+                "fault injection needs a sandbox (signalbox sandbox)",
+            );
+            return None;
+        }
+        let route = self.selected_route()?;
+        route
+            .canary_pair()
+            .map(|(_, c)| c.to_string())
+            .or_else(|| route.live().map(String::from))
+    }
+
+    /// Carries out a key's action (from the keyboard or the palette).
+    fn action(&mut self, action: KeyAction, key: Option<Key>) -> Vec<Command> {
+        match action {
             KeyAction::Quit => return vec![Command::Quit],
             KeyAction::Help => self.help = !self.help,
             KeyAction::EnvByNumber => {
-                if let Key::Char(c) = key
+                if let Some(Key::Char(c)) = key
                     && let Some(n) = c.to_digit(10)
                     && n >= 1
                     && (n as usize) <= self.envs.len()
@@ -342,31 +685,253 @@ impl App {
                 self.current = (self.current + self.envs.len() - 1) % self.envs.len();
             }
             KeyAction::NextEnv | KeyAction::PrevEnv => {}
-            KeyAction::Down | KeyAction::Up => {
-                let down = binding.action == KeyAction::Down;
-                if let Some(e) = self.envs.get_mut(self.current) {
-                    let n = e.status.as_ref().map_or(0, |s| s.routes.len());
-                    if n > 0 {
-                        e.selected = if down {
-                            (e.selected + 1).min(n - 1)
-                        } else {
-                            e.selected.saturating_sub(1)
-                        };
-                    }
-                }
+            KeyAction::Down => self.move_selection(true),
+            KeyAction::Up => self.move_selection(false),
+            KeyAction::Overview => self.view = View::Overview,
+            KeyAction::Environments => self.view = View::Environments,
+            KeyAction::History => self.view = View::History,
+            KeyAction::Flags => self.view = View::Flags,
+            KeyAction::Palette => self.open_palette(String::new()),
+            KeyAction::Filter => {
+                self.input = Some(Input {
+                    kind: InputKind::Filter,
+                    text: self.filter.clone(),
+                    error: None,
+                });
             }
             KeyAction::CanaryUp => return self.canary_step(true),
             KeyAction::CanaryDown => return self.canary_step(false),
-            KeyAction::Flip => {
-                let Some(route) = self.env().and_then(|e| e.selected_route()) else {
-                    self.toast(ToastKind::Info, "no route selected");
-                    return vec![];
-                };
-                let route = route.name.clone();
-                return self.request(Action::Flip { route, to: None });
+            KeyAction::SetWeight => {
+                if let Some(r) = self.selected_route() {
+                    match r.canary_pair() {
+                        Some((_, c)) => {
+                            let text = format!("weight {} {}", r.name, r.percent(c));
+                            self.open_palette(text);
+                        }
+                        None => {
+                            let msg = format!("route {} has no canary side", r.name);
+                            self.toast(ToastKind::Info, msg);
+                        }
+                    }
+                }
             }
-            KeyAction::Rollback => return self.request(Action::Rollback { to: None }),
+            KeyAction::Flip => {
+                if let Some(r) = self.selected_route() {
+                    return self.request(Action::Flip {
+                        route: r.name,
+                        to: None,
+                    });
+                }
+            }
+            KeyAction::ToggleFlag => return self.toggle_flag(),
+            KeyAction::Rollback => return self.rollback(),
             KeyAction::Rollforward => return self.request(Action::Rollforward),
+            KeyAction::Fault => {
+                if let Some(up) = self.fault_target() {
+                    self.open_palette(format!("fault {up} 5xx 50"));
+                }
+            }
+            KeyAction::ClearFault => {
+                if let Some(up) = self.fault_target() {
+                    self.open_palette(format!("fault {up} clear"));
+                }
+            }
+        }
+        vec![]
+    }
+
+    fn main_key(&mut self, key: Key) -> Vec<Command> {
+        let Some(b) = self.keymap.lookup(key) else {
+            return vec![];
+        };
+        if b.mutating && self.is_read_only() {
+            return vec![];
+        }
+        let action = b.action;
+        self.action(action, Some(key))
+    }
+
+    /// Runs a palette line; on a mistake the palette stays open and says what is wrong.
+    fn run_palette(&mut self, line: &str) -> Vec<Command> {
+        let intent = match parse_command(line, &self.keymap) {
+            Ok(i) => i,
+            Err(e) => {
+                if let Some(i) = self.input.as_mut() {
+                    i.error = Some(e);
+                }
+                return vec![];
+            }
+        };
+        let mutating = match &intent {
+            Intent::Change(_) => true,
+            Intent::Key(a) => self.keymap.binding(*a).is_some_and(|b| b.mutating),
+            _ => false,
+        };
+        if mutating && self.is_read_only() {
+            if let Some(i) = self.input.as_mut() {
+                i.error = Some("read-only: changes are switched off here".into());
+            }
+            return vec![];
+        }
+        self.input = None;
+        match intent {
+            Intent::Change(action) => self.request(action),
+            Intent::Key(a) => self.action(a, None),
+            Intent::Env(name) => {
+                match self.envs.iter().position(|e| e.def.name == name) {
+                    Some(i) => self.current = i,
+                    None => {
+                        let known: Vec<&str> =
+                            self.envs.iter().map(|e| e.def.name.as_str()).collect();
+                        let msg = format!("no environment {name:?}; known: {}", known.join(", "));
+                        self.toast(ToastKind::Failure, msg);
+                    }
+                }
+                vec![]
+            }
+            Intent::View(v) => {
+                self.view = v;
+                vec![]
+            }
+            Intent::Filter(f) => {
+                self.filter = f;
+                vec![]
+            }
+        }
+    }
+
+    /// Words the palette can complete the current word with.
+    fn candidates(&self, words: &[&str]) -> Vec<String> {
+        let Some(env) = self.env() else {
+            return vec![];
+        };
+        let routes = || -> Vec<String> { env.routes("").iter().map(|r| r.name.clone()).collect() };
+        match words {
+            [] | [_] => keymap::command_names(&self.keymap)
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            ["weight" | "flip", _] => routes(),
+            ["flag", _] => env.flags("").iter().map(|f| f.key.clone()).collect(),
+            ["fault", _] => env.status.as_ref().map_or_else(Vec::new, |s| {
+                s.upstreams.iter().map(|u| u.name.clone()).collect()
+            }),
+            ["env", _] => self.envs.iter().map(|e| e.def.name.clone()).collect(),
+            ["view", _] => View::ALL.iter().map(|v| v.name().to_string()).collect(),
+            ["flag", key, _] => {
+                let mut v = vec!["on".to_string(), "off".to_string()];
+                if let Some(f) = env.status.as_ref().and_then(|s| s.flag(key)) {
+                    v.extend(f.variants.iter().cloned());
+                }
+                v
+            }
+            ["fault", _, _] => ["5xx", "latency", "down", "clear"]
+                .map(String::from)
+                .to_vec(),
+            ["flip", route, _] => env
+                .status
+                .as_ref()
+                .and_then(|s| s.route(route))
+                .map_or_else(Vec::new, |r| r.split.keys().cloned().collect()),
+            _ => vec![],
+        }
+    }
+
+    fn complete(&mut self) {
+        let Some(input) = &self.input else {
+            return;
+        };
+        let text = input.text.clone();
+        let mut words: Vec<&str> = text.split_whitespace().collect();
+        if text.is_empty() || text.ends_with(' ') {
+            words.push("");
+        }
+        let Some(last) = words.last().copied() else {
+            return;
+        };
+        let cands = self.candidates(&words);
+        let done = keymap::complete(last, cands.iter().map(String::as_str));
+        if let (Some(done), Some(input)) = (done, self.input.as_mut()) {
+            let keep = text.len() - last.len();
+            input.text = format!("{}{done}", &text[..keep]);
+            input.error = None;
+        }
+    }
+
+    /// Completion hints for the palette: the commands or values the current word may be.
+    pub fn palette_hints(&self) -> Vec<String> {
+        let Some(input) = &self.input else {
+            return vec![];
+        };
+        let mut words: Vec<&str> = input.text.split_whitespace().collect();
+        if input.text.is_empty() || input.text.ends_with(' ') {
+            words.push("");
+        }
+        let last = words.last().copied().unwrap_or("");
+        if words.len() <= 1 {
+            let ro = self.is_read_only();
+            let mut out: Vec<String> = keymap::COMMANDS
+                .iter()
+                .filter(|c| c.name.starts_with(last) && !(ro && c.mutating))
+                .map(|c| format!("{:<44} {}", c.usage, c.description))
+                .collect();
+            out.extend(
+                self.keymap
+                    .bindings
+                    .iter()
+                    .filter(|b| {
+                        b.action != KeyAction::EnvByNumber
+                            && b.name.starts_with(last)
+                            && !(ro && b.mutating)
+                            && !keymap::COMMANDS.iter().any(|c| c.name == b.name)
+                    })
+                    .map(|b| format!("{:<44} {}", b.name, b.description)),
+            );
+            return out;
+        }
+        self.candidates(&words)
+            .into_iter()
+            .filter(|c| c.starts_with(last))
+            .collect()
+    }
+
+    fn input_key(&mut self, key: Key) -> Vec<Command> {
+        let Some(input) = self.input.as_mut() else {
+            return vec![];
+        };
+        match key {
+            Key::Esc | Key::Interrupt => {
+                if input.kind == InputKind::Filter {
+                    self.filter.clear();
+                }
+                self.input = None;
+            }
+            Key::Enter => {
+                let text = input.text.trim().to_string();
+                match input.kind {
+                    InputKind::Filter => {
+                        self.filter = text;
+                        self.input = None;
+                    }
+                    InputKind::Palette => return self.run_palette(&text),
+                }
+            }
+            Key::Backspace => {
+                input.text.pop();
+                input.error = None;
+                if input.kind == InputKind::Filter {
+                    self.filter = input.text.clone();
+                }
+            }
+            Key::Tab if input.kind == InputKind::Palette => self.complete(),
+            Key::Char(c) if input.text.chars().count() < MAX_INPUT => {
+                input.text.push(c);
+                input.error = None;
+                if input.kind == InputKind::Filter {
+                    self.filter = input.text.clone();
+                }
+            }
+            _ => {}
         }
         vec![]
     }
@@ -459,16 +1024,43 @@ impl App {
         };
         self.toast(kind, text);
     }
+
+    /// In History, the selected revision's diff is read once it is selected.
+    fn want_diff(&mut self) -> Vec<Command> {
+        if self.view != View::History {
+            return vec![];
+        }
+        let Some(env) = self.env() else {
+            return vec![];
+        };
+        let Some(n) = env.selected_revision(&self.filter).map(|r| r.number) else {
+            return vec![];
+        };
+        let have = env.diff.as_ref().is_some_and(|(d, _)| *d == n);
+        if have || self.diff_wanted == Some((self.current, n)) {
+            return vec![];
+        }
+        self.diff_wanted = Some((self.current, n));
+        vec![Command::LoadDiff {
+            env: self.current,
+            number: n,
+        }]
+    }
 }
 
 /// Applies one event; returns what `run` must do. Never does I/O.
 pub fn update(app: &mut App, event: Event) -> Vec<Command> {
-    match event {
+    let mut cmds = match event {
         Event::Key(k) if app.dialog.is_some() => app.dialog_key(k),
+        Event::Key(k) if app.input.is_some() => app.input_key(k),
         Event::Key(k) if app.help => {
-            // Any key closes help; q still quits.
+            // Any key closes help; quit still quits.
             app.help = false;
-            if matches!(k, Key::Char('q') | Key::Interrupt) {
+            if app
+                .keymap
+                .lookup(k)
+                .is_some_and(|b| b.action == KeyAction::Quit)
+            {
                 vec![Command::Quit]
             } else {
                 vec![]
@@ -478,7 +1070,7 @@ pub fn update(app: &mut App, event: Event) -> Vec<Command> {
         Event::Tick(now) => {
             app.now = now;
             app.toasts.retain(|t| t.until > now);
-            vec![]
+            return vec![];
         }
         Event::EnvUpdate {
             env,
@@ -489,7 +1081,6 @@ pub fn update(app: &mut App, event: Event) -> Vec<Command> {
             if let Some(e) = app.envs.get_mut(env) {
                 match status {
                     Ok(s) => {
-                        e.selected = e.selected.min(s.routes.len().saturating_sub(1));
                         e.status = Some(s);
                         e.error = None;
                         e.updated = Some(at);
@@ -503,12 +1094,46 @@ pub fn update(app: &mut App, event: Event) -> Vec<Command> {
             }
             vec![]
         }
+        Event::Metrics { env, feed } => {
+            if let Some(e) = app.envs.get_mut(env) {
+                e.metrics = Some(*feed);
+            }
+            return vec![];
+        }
+        Event::Diff {
+            env,
+            number,
+            result,
+        } => {
+            if let Some(e) = app.envs.get_mut(env) {
+                e.diff = Some((number, result));
+            }
+            if app.diff_wanted == Some((env, number)) {
+                app.diff_wanted = None;
+            }
+            vec![]
+        }
         Event::Planned { id, result } => app.planned(id, result),
         Event::Executed { id, result } => {
             app.executed(id, result);
             vec![]
         }
+    };
+    // Selections stay inside their (possibly filtered or shrunk) lists.
+    let filter = app.filter.clone();
+    for e in &mut app.envs {
+        e.selected = e.selected.min(e.routes(&filter).len().saturating_sub(1));
+        e.rev_selected = e
+            .rev_selected
+            .min(e.history(&filter).len().saturating_sub(1));
+        e.flag_selected = e
+            .flag_selected
+            .min(e.flags(&filter).len().saturating_sub(1));
     }
+    if !cmds.contains(&Command::Quit) {
+        cmds.extend(app.want_diff());
+    }
+    cmds
 }
 
 #[cfg(test)]
@@ -728,10 +1353,11 @@ pub(crate) mod tests {
     fn read_only_drops_every_mutating_key() {
         for (global, per_env) in [(true, false), (false, true)] {
             let mut app = app_with(vec![def("prod", ConfirmPolicy::Yes, per_env)], global);
-            let all: Vec<Key> = keymap::KEYMAP
+            let all: Vec<Key> = Keymap::default()
+                .bindings
                 .iter()
                 .filter(|b| b.mutating)
-                .flat_map(|b| b.keys.iter().copied())
+                .flat_map(|b| b.keys.clone())
                 .collect();
             assert!(!all.is_empty());
             let cmds = keys(&mut app, &[&[Key::Down][..], &all].concat());
@@ -941,5 +1567,284 @@ pub(crate) mod tests {
             },
         );
         assert_eq!(app.env().unwrap().health(), Health::Degraded);
+    }
+
+    fn type_text(app: &mut App, s: &str) -> Vec<Command> {
+        s.chars()
+            .flat_map(|c| update(app, Event::Key(Key::Char(c))))
+            .collect()
+    }
+
+    #[test]
+    fn the_palette_sets_an_exact_weight_and_explains_mistakes() {
+        let mut app = app_with(vec![def("stage", ConfirmPolicy::Yes, false)], false);
+        keys(&mut app, &[Key::Char(':')]);
+        type_text(&mut app, "weight payments 250");
+        assert!(keys(&mut app, &[Key::Enter]).is_empty());
+        let err = app.input.as_ref().and_then(|i| i.error.clone()).unwrap();
+        assert!(err.contains("0 to 100"), "{err}");
+        keys(&mut app, &[Key::Backspace, Key::Backspace]);
+        let c = keys(&mut app, &[Key::Enter]);
+        assert_eq!(
+            c,
+            vec![Command::Plan {
+                id: 1,
+                env: "stage".into(),
+                action: Action::SetCanary {
+                    route: "payments".into(),
+                    percent: 2
+                }
+            }]
+        );
+        assert!(app.input.is_none());
+    }
+
+    #[test]
+    fn tab_completes_commands_and_their_arguments() {
+        let mut app = app_with(vec![def("dev", ConfirmPolicy::None, false)], false);
+        keys(&mut app, &[Key::Char(':')]);
+        type_text(&mut app, "we");
+        keys(&mut app, &[Key::Tab]);
+        assert_eq!(app.input.as_ref().unwrap().text, "weight ");
+        type_text(&mut app, "pa");
+        keys(&mut app, &[Key::Tab]);
+        assert_eq!(app.input.as_ref().unwrap().text, "weight payments ");
+        assert!(app.palette_hints().is_empty(), "no candidates for a number");
+        keys(&mut app, &[Key::Esc]);
+        keys(&mut app, &[Key::Char(':')]);
+        type_text(&mut app, "roll");
+        let hints = app.palette_hints();
+        assert!(
+            hints.iter().any(|h| h.starts_with("rollback [REVISION]")),
+            "{hints:?}"
+        );
+        assert!(
+            hints.iter().any(|h| h.starts_with("rollforward")),
+            "{hints:?}"
+        );
+    }
+
+    #[test]
+    fn w_opens_the_palette_with_the_current_weight() {
+        let mut app = app_with(vec![def("dev", ConfirmPolicy::None, false)], false);
+        keys(&mut app, &[Key::Char('j'), Key::Char('w')]);
+        assert_eq!(app.input.as_ref().unwrap().text, "weight payments 5");
+        assert_eq!(app.input.as_ref().unwrap().kind, InputKind::Palette);
+    }
+
+    #[test]
+    fn the_filter_narrows_the_routes_and_the_selection_follows() {
+        let mut app = app_with(vec![def("dev", ConfirmPolicy::None, false)], false);
+        keys(&mut app, &[Key::Char('/')]);
+        type_text(&mut app, "pay");
+        assert_eq!(app.filter, "pay", "narrows as it is typed");
+        keys(&mut app, &[Key::Enter]);
+        let env = app.env().unwrap();
+        assert_eq!(env.routes(&app.filter).len(), 1);
+        let c = keys(&mut app, &[Key::Char('+')]);
+        assert!(
+            matches!(&c[..], [Command::Plan { action: Action::SetCanary { route, percent: 10 }, .. }] if route == "payments"),
+            "{c:?}"
+        );
+        app.busy = None;
+        keys(&mut app, &[Key::Char('/'), Key::Esc]);
+        assert_eq!(app.filter, "", "Esc clears the filter");
+    }
+
+    fn revs(n: u64) -> Vec<RevisionInfo> {
+        (1..=n)
+            .map(|i| RevisionInfo {
+                number: i,
+                time: t0(),
+                actor: "alice".into(),
+                description: format!("change {i}"),
+                change: crate::domain::Change::ReplaceConfig,
+                hash: format!("h{i}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn history_loads_diffs_and_rolls_back_to_the_selected_revision() {
+        let mut app = app_with(vec![def("prod", ConfirmPolicy::TypeName, false)], false);
+        update(
+            &mut app,
+            Event::EnvUpdate {
+                env: 0,
+                status: Ok(status(4, 5)),
+                revisions: Some(revs(4)),
+                at: t0(),
+            },
+        );
+        let c = keys(&mut app, &[Key::Char('H')]);
+        assert_eq!(c, vec![Command::LoadDiff { env: 0, number: 4 }]);
+        assert!(keys(&mut app, &[Key::Char('r')]).is_empty(), "4 is current");
+        assert!(app.toasts.iter().any(|t| t.text.contains("current")));
+        let c = keys(&mut app, &[Key::Char('j')]);
+        assert_eq!(c, vec![Command::LoadDiff { env: 0, number: 3 }]);
+        update(
+            &mut app,
+            Event::Diff {
+                env: 0,
+                number: 3,
+                result: Ok(vec!["~ route users: a → b".into()]),
+            },
+        );
+        let c = keys(&mut app, &[Key::Char('j'), Key::Char('k')]);
+        assert_eq!(
+            c,
+            vec![Command::LoadDiff { env: 0, number: 2 }],
+            "3 is loaded already"
+        );
+        let c = keys(&mut app, &[Key::Char('r')]);
+        assert!(
+            matches!(
+                &c[..],
+                [Command::Plan {
+                    action: Action::Rollback { to: Some(3) },
+                    ..
+                }]
+            ),
+            "{c:?}"
+        );
+    }
+
+    #[test]
+    fn t_toggles_the_selected_flag_in_the_flags_view() {
+        let mut app = app_with(vec![def("dev", ConfirmPolicy::None, false)], false);
+        let mut s = status(4, 5);
+        s.flags = vec![FlagStatus {
+            key: "new-checkout".into(),
+            state: FlagState::Enabled,
+            default_variant: Some("off".into()),
+            variants: vec!["on".into(), "off".into()],
+            has_targeting: true,
+        }];
+        update(
+            &mut app,
+            Event::EnvUpdate {
+                env: 0,
+                status: Ok(s),
+                revisions: None,
+                at: t0(),
+            },
+        );
+        assert!(
+            keys(&mut app, &[Key::Char('t')]).is_empty(),
+            "not in overview"
+        );
+        let c = keys(&mut app, &[Key::Char('F'), Key::Char('t')]);
+        assert_eq!(
+            c,
+            vec![Command::Plan {
+                id: 1,
+                env: "dev".into(),
+                action: Action::SetFlag {
+                    key: "new-checkout".into(),
+                    state: Some(FlagState::Disabled),
+                    variant: None
+                }
+            }]
+        );
+    }
+
+    #[test]
+    fn faults_need_a_sandbox_and_go_through_a_plan() {
+        let mut app = app_with(vec![def("dev", ConfirmPolicy::Yes, false)], false);
+        keys(&mut app, &[Key::Char('j'), Key::Char('x')]);
+        assert!(app.input.is_none());
+        assert!(
+            app.toasts
+                .iter()
+                .any(|t| t.text.contains("needs a sandbox"))
+        );
+        let mut app =
+            app_with(vec![def("dev", ConfirmPolicy::Yes, false)], false).with_sandbox(true);
+        keys(&mut app, &[Key::Char('j'), Key::Char('x')]);
+        assert_eq!(app.input.as_ref().unwrap().text, "fault payments-v2 5xx 50");
+        let c = keys(&mut app, &[Key::Enter]);
+        assert_eq!(
+            c,
+            vec![Command::Plan {
+                id: 1,
+                env: "dev".into(),
+                action: Action::SetFault {
+                    upstream: "payments-v2".into(),
+                    faults: FaultSpec {
+                        error_percent: 50,
+                        ..FaultSpec::default()
+                    }
+                }
+            }]
+        );
+    }
+
+    #[test]
+    fn read_only_palette_refuses_changes_but_navigates() {
+        let mut app = app_with(vec![def("prod", ConfirmPolicy::Yes, false)], true);
+        keys(&mut app, &[Key::Char(':')]);
+        type_text(&mut app, "weight payments 10");
+        assert!(keys(&mut app, &[Key::Enter]).is_empty());
+        assert!(
+            app.input
+                .as_ref()
+                .unwrap()
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("read-only")
+        );
+        keys(&mut app, &[Key::Esc, Key::Char(':')]);
+        type_text(&mut app, "view history");
+        keys(&mut app, &[Key::Enter]);
+        assert_eq!(app.view, View::History);
+    }
+
+    #[test]
+    fn palette_lines_parse_or_say_why_not() {
+        let m = Keymap::default();
+        let p = |s: &str| parse_command(s, &m);
+        assert_eq!(
+            p("flag new-ui off"),
+            Ok(Intent::Change(Action::SetFlag {
+                key: "new-ui".into(),
+                state: Some(FlagState::Disabled),
+                variant: None
+            }))
+        );
+        assert_eq!(
+            p("flag search-ranking semantic"),
+            Ok(Intent::Change(Action::SetFlag {
+                key: "search-ranking".into(),
+                state: None,
+                variant: Some("semantic".into())
+            }))
+        );
+        assert_eq!(
+            p("rollback 7"),
+            Ok(Intent::Change(Action::Rollback { to: Some(7) }))
+        );
+        assert_eq!(p("rollback"), Ok(Intent::Key(KeyAction::Rollback)));
+        assert_eq!(p("flip"), Ok(Intent::Key(KeyAction::Flip)));
+        assert_eq!(
+            p("fault users-green latency 300ms"),
+            Ok(Intent::Change(Action::SetFault {
+                upstream: "users-green".into(),
+                faults: FaultSpec {
+                    latency_ms: 300,
+                    ..FaultSpec::default()
+                }
+            }))
+        );
+        assert!(
+            p("fault users-green latency 1h")
+                .unwrap_err()
+                .contains("milliseconds")
+        );
+        assert!(p("rollback x").unwrap_err().contains("number"));
+        assert!(p("frobnicate").unwrap_err().contains("unknown command"));
+        assert!(p("quit now").unwrap_err().contains("takes no arguments"));
+        assert!(p("").is_err());
+        assert_eq!(p("view envs"), Ok(Intent::View(View::Environments)));
     }
 }

@@ -3,6 +3,7 @@
 //! [`run`] is the event loop with the terminal and the backends.
 
 pub mod app;
+pub mod diff;
 pub mod keymap;
 pub mod run;
 pub mod theme;

@@ -18,13 +18,16 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::app::{self, App, Command, Event, ExecResult, PlanView};
-use super::keymap::Key;
+use super::diff;
+use super::keymap::{Key, Keymap};
 use super::theme::{self, Theme};
 use super::views;
 use crate::control::audit::Journal;
 use crate::control::envfile::{self, CockpitConfig};
 use crate::control::{self, Env, Plan, PlanError};
-use crate::domain::Outcome;
+use crate::domain::metrics::{FeedError, MetricsFeed};
+use crate::domain::{GatewayStatus, Outcome};
+use crate::metrics::{CanaryRoles, MetricsPoller, MetricsSource};
 
 const POLL_EVERY: Duration = Duration::from_secs(1);
 const TICK: Duration = Duration::from_millis(250);
@@ -157,6 +160,57 @@ fn spawn_poller(index: usize, env: Arc<Env>, tx: mpsc::Sender<Msg>) -> JoinHandl
     })
 }
 
+/// Starts the metrics poller of one environment and forwards every new feed to the UI. A
+/// source that cannot even be built shows its error on the panel.
+fn spawn_metrics(
+    index: usize,
+    def: &envfile::EnvDef,
+    tx: mpsc::Sender<Msg>,
+) -> (Option<MetricsPoller>, Option<JoinHandle<()>>) {
+    let source = match MetricsSource::from_config(&def.name, &def.metrics_source()) {
+        Ok(s) => s,
+        Err(e) => {
+            let mut feed = MetricsFeed::new(def.name.clone(), "metrics");
+            feed.error = Some(FeedError {
+                message: e.to_string(),
+                failed_at: Utc::now(),
+                consecutive_failures: 1,
+            });
+            let _ = tx.try_send(Msg::App(Event::Metrics {
+                env: index,
+                feed: Box::new(feed),
+            }));
+            return (None, None);
+        }
+    };
+    let poller = MetricsPoller::spawn(source);
+    let mut rx = poller.subscribe();
+    let task = tokio::spawn(async move {
+        loop {
+            let feed = rx.borrow_and_update().clone();
+            let ev = Event::Metrics {
+                env: index,
+                feed: Box::new(feed),
+            };
+            if tx.send(Msg::App(ev)).await.is_err() || rx.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    (Some(poller), Some(task))
+}
+
+/// Stable and canary of every route with a canary side, for the verdict.
+fn roles_of(status: &GatewayStatus) -> CanaryRoles {
+    let mut roles = CanaryRoles::default();
+    for r in &status.routes {
+        if let Some((stable, canary)) = r.canary_pair() {
+            roles.set(r.name.clone(), stable, canary);
+        }
+    }
+    roles
+}
+
 struct Backends {
     /// In definition order (the app's environment index): name and connection.
     envs: Vec<(String, Result<Arc<Env>, String>)>,
@@ -250,6 +304,26 @@ impl Backends {
                     }
                 });
             }
+            Command::LoadDiff { env: index, number } => {
+                let tx = self.tx.clone();
+                let env = match self.envs.get(index) {
+                    Some((_, Ok(env))) => Ok(env.clone()),
+                    Some((_, Err(e))) => Err(e.clone()),
+                    None => Err(format!("no environment {index}")),
+                };
+                tokio::spawn(async move {
+                    let result = match env {
+                        Err(e) => Err(e),
+                        Ok(env) => load_diff(&env, number).await,
+                    };
+                    let ev = Event::Diff {
+                        env: index,
+                        number,
+                        result,
+                    };
+                    let _ = tx.send(Msg::App(ev)).await;
+                });
+            }
             Command::Cancel { id } => {
                 if let Some(PendingPlan { plan, .. }) = self.take(id) {
                     let journal = self.journal.clone();
@@ -264,13 +338,41 @@ impl Backends {
     }
 }
 
+/// Reads revision `number` and the one before it and says what changed.
+async fn load_diff(env: &Env, number: u64) -> Result<Vec<String>, String> {
+    let value = |rec: crate::gateway::revisions::RevisionRecord| {
+        serde_json::to_value(&rec.config)
+            .map(|c| diff::revision_value(c, rec.flags))
+            .map_err(|e| format!("cannot read revision {}: {e}", rec.info.number))
+    };
+    let after = value(
+        env.backend
+            .revision(number)
+            .await
+            .map_err(|e| e.to_string())?,
+    )?;
+    let before = if number > 1 {
+        match env.backend.revision(number - 1).await {
+            Ok(rec) => Some(value(rec)?),
+            // Older revisions may have been pruned; say so rather than pretend it was first.
+            Err(e) => return Err(format!("revision {} (the one before): {e}", number - 1)),
+        }
+    } else {
+        None
+    };
+    Ok(diff::revision_diff(before.as_ref(), &after))
+}
+
 /// Runs the cockpit until the operator quits or SIGTERM/SIGHUP arrives. Returns the exit code.
 pub async fn run(cfg: CockpitConfig, opts: TuiOptions) -> anyhow::Result<i32> {
     let theme = Theme::select(
         opts.theme.as_deref().or(cfg.theme.as_deref()),
         theme::no_color_from_env(),
+        theme::user_theme_dir().as_deref(),
     )
     .map_err(|e| anyhow!(e))?;
+    let keymap = Keymap::with_overrides(&cfg.keys).map_err(|e| anyhow!(e))?;
+    let sandbox_url = cfg.sandbox.as_ref().map(|s| s.control_url.clone());
     let names: Vec<String> = cfg.environments.iter().map(|e| e.name.clone()).collect();
     let current = match &opts.env {
         None => 0,
@@ -299,12 +401,22 @@ pub async fn run(cfg: CockpitConfig, opts: TuiOptions) -> anyhow::Result<i32> {
         current,
         opts.read_only,
         Utc::now(),
-    );
+    )
+    .with_keymap(keymap)
+    .with_sandbox(sandbox_url.is_some());
     let mut pollers = Vec::new();
+    let mut metrics = Vec::new();
     let mut envs = Vec::new();
     for (i, def) in cfg.environments.iter().enumerate() {
+        let (poller, forward) = spawn_metrics(i, def, tx.clone());
+        metrics.push((poller, CanaryRoles::default()));
+        pollers.extend(forward);
         match Env::connect(def.clone()) {
             Ok(env) => {
+                let env = match &sandbox_url {
+                    Some(url) => env.with_sandbox(url),
+                    None => env,
+                };
                 let env = Arc::new(env);
                 pollers.push(spawn_poller(i, env.clone(), tx.clone()));
                 envs.push((def.name.clone(), Ok(env)));
@@ -352,7 +464,22 @@ pub async fn run(cfg: CockpitConfig, opts: TuiOptions) -> anyhow::Result<i32> {
         }
         let cmds = tokio::select! {
             msg = rx.recv() => match msg {
-                Some(Msg::App(ev)) => { dirty = true; app::update(&mut app, ev) }
+                Some(Msg::App(ev)) => {
+                    // The verdict needs to know which side is the canary: tell the
+                    // environment's metrics poller whenever the routes say otherwise.
+                    if let Event::EnvUpdate { env, status: Ok(s), .. } = &ev
+                        && let Some((Some(p), known)) = metrics.get_mut(*env)
+                    {
+                        let roles = roles_of(s);
+                        if roles != *known {
+                            p.set_roles(roles.clone());
+                            p.refresh_now();
+                            *known = roles;
+                        }
+                    }
+                    dirty = true;
+                    app::update(&mut app, ev)
+                }
                 Some(Msg::Redraw) => {
                     let _ = guard.term.autoresize();
                     dirty = true;
@@ -381,6 +508,7 @@ pub async fn run(cfg: CockpitConfig, opts: TuiOptions) -> anyhow::Result<i32> {
     for p in &pollers {
         p.abort();
     }
+    drop(metrics);
     drop(guard);
     let _ = input.join();
     result

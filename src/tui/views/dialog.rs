@@ -2,7 +2,7 @@
 //! preflight check, and what the operator must do to go ahead.
 
 use ratatui::Frame;
-use ratatui::layout::Rect;
+use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 
@@ -47,19 +47,22 @@ pub fn draw(f: &mut Frame, area: Rect, d: &ConfirmDialog, theme: &Theme) {
         ]));
     }
     lines.push(Line::raw(""));
+    // What the operator must do stays at the bottom, always visible; a long before/after
+    // is cut above it rather than pushing it off a small screen.
+    let mut footer = Vec::new();
     if !p.allowed() {
-        lines.push(Line::from(Span::styled(
+        footer.push(Line::from(Span::styled(
             "✗ a check failed: this change cannot be applied. Esc to close.",
             theme.bad,
         )));
     } else {
         match p.confirm {
             ConfirmPolicy::TypeName => {
-                lines.push(Line::from(vec![
+                footer.push(Line::from(vec![
                     Span::styled(format!("type {} to confirm: ", p.env), theme.warn),
                     Span::styled(format!("{}▏", d.typed), theme.title),
                 ]));
-                lines.push(Line::from(Span::styled(
+                footer.push(Line::from(Span::styled(
                     if d.can_confirm() {
                         "Enter apply · Esc cancel"
                     } else {
@@ -68,25 +71,28 @@ pub fn draw(f: &mut Frame, area: Rect, d: &ConfirmDialog, theme: &Theme) {
                     theme.dim,
                 )));
             }
-            ConfirmPolicy::Yes | ConfirmPolicy::None => lines.push(Line::from(Span::styled(
+            ConfirmPolicy::Yes | ConfirmPolicy::None => footer.push(Line::from(Span::styled(
                 "Enter apply · Esc cancel",
                 theme.dim,
             ))),
         }
     }
-    let height = lines.len() as u16 + 2;
-    let r = centered(area, area.width.saturating_sub(4).min(100), height.max(8));
+    let width = area.width.saturating_sub(4).min(100);
+    let inner = usize::from(width.saturating_sub(2)).max(1);
+    let wrapped: usize = lines.iter().map(|l| l.width().div_ceil(inner).max(1)).sum();
+    let footer_h = footer.len() as u16;
+    let height = (wrapped as u16 + footer_h + 2).max(8);
+    let r = centered(area, width, height);
     let border = if p.allowed() { theme.warn } else { theme.bad };
     f.render_widget(Clear, r);
-    f.render_widget(
-        Paragraph::new(lines)
-            .block(
-                Block::default()
-                    .borders(Borders::ALL)
-                    .border_style(border)
-                    .title(Span::styled(" confirm change ", theme.title)),
-            )
-            .wrap(Wrap { trim: false }),
-        r,
-    );
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_style(border)
+        .title(Span::styled(" confirm change ", theme.title));
+    let body = block.inner(r);
+    f.render_widget(block, r);
+    let [top, bottom] =
+        Layout::vertical([Constraint::Min(0), Constraint::Length(footer_h)]).areas(body);
+    f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), top);
+    f.render_widget(Paragraph::new(footer).wrap(Wrap { trim: false }), bottom);
 }

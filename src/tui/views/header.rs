@@ -7,6 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use crate::tui::app::{App, Health};
+use crate::tui::keymap::{KeyAction, View};
 use crate::tui::theme::Theme;
 
 /// The symbol says it without colour: ● ok, ▲ degraded, ✖ down, ○ no answer yet.
@@ -25,6 +26,15 @@ pub fn health_style(h: Health, theme: &Theme) -> ratatui::style::Style {
         Health::Degraded => theme.warn,
         Health::Down => theme.bad,
         Health::Unknown => theme.dim,
+    }
+}
+
+fn view_action(v: View) -> KeyAction {
+    match v {
+        View::Overview => KeyAction::Overview,
+        View::Environments => KeyAction::Environments,
+        View::History => KeyAction::History,
+        View::Flags => KeyAction::Flags,
     }
 }
 
@@ -80,5 +90,33 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         Some(age) => line.push(Span::styled(format!("  updated {age}s ago"), theme.dim)),
         None => {}
     }
-    f.render_widget(Paragraph::new(Line::from(line)), second);
+    // Wide: every view with its key; narrow: just the current one (keys are under `?`).
+    let views: Vec<Span> = if area.width >= 120 {
+        View::ALL
+            .iter()
+            .map(|v| {
+                let style = if *v == app.view {
+                    theme.tab_active
+                } else {
+                    theme.dim
+                };
+                let key = app
+                    .keymap
+                    .binding(view_action(*v))
+                    .map(|b| b.label.clone())
+                    .unwrap_or_default();
+                Span::styled(format!(" {key} {} ", v.name()), style)
+            })
+            .collect()
+    } else {
+        vec![Span::styled(
+            format!(" {} ", app.view.name()),
+            theme.tab_active,
+        )]
+    };
+    let views_w: u16 = views.iter().map(|s| s.content.chars().count() as u16).sum();
+    let [info, tabs] =
+        Layout::horizontal([Constraint::Min(10), Constraint::Length(views_w)]).areas(second);
+    f.render_widget(Paragraph::new(Line::from(line)), info);
+    f.render_widget(Paragraph::new(Line::from(views)), tabs);
 }

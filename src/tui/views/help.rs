@@ -1,4 +1,4 @@
-//! The help overlay, generated from the keymap table.
+//! The help overlay, generated from the keymap in force (defaults plus `[keys]`).
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -7,35 +7,60 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 
 use super::centered;
 use crate::tui::app::App;
-use crate::tui::keymap::KEYMAP;
 use crate::tui::theme::Theme;
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let ro = app.is_read_only();
-    let mut lines: Vec<Line> = KEYMAP
+    let entries: Vec<Line> = app
+        .keymap
+        .bindings
         .iter()
         .map(|b| {
             let off = ro && b.mutating;
             Line::from(vec![
-                Span::styled(format!("{:>8}  ", b.label), theme.accent),
+                Span::styled(format!("{:>7} ", b.label), theme.accent),
                 Span::styled(b.description, if off { theme.dim } else { theme.base }),
-                Span::styled(if off { "  (read-only: off)" } else { "" }, theme.dim),
+                Span::styled(if off { " (read-only: off)" } else { "" }, theme.dim),
             ])
         })
         .collect();
-    lines.push(Line::raw(""));
-    lines.push(Line::from(Span::styled(
-        "● ok  ▲ degraded  ✖ down  ○ connecting",
+    let legend = Line::from(Span::styled(
+        "● ok ▲ degraded ✖ down ○ connecting · : commands · / filter",
         theme.dim,
-    )));
-    let r = centered(area, 76, lines.len() as u16 + 2);
+    ));
+    // Two columns when there is room; otherwise one, cut to the screen.
+    let two = area.width >= 150;
+    let lines: Vec<Line> = if two {
+        let half = entries.len().div_ceil(2);
+        let width = 72;
+        let mut out: Vec<Line> = (0..half)
+            .map(|i| {
+                let mut spans = entries[i].spans.clone();
+                let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
+                spans.push(Span::raw(" ".repeat(width - used.min(width))));
+                if let Some(r) = entries.get(i + half) {
+                    spans.extend(r.spans.clone());
+                }
+                Line::from(spans)
+            })
+            .collect();
+        out.push(Line::raw(""));
+        out.push(legend);
+        out
+    } else {
+        let mut out = entries;
+        out.push(legend);
+        out
+    };
+    let w = if two { 146 } else { 78 };
+    let r = centered(area, w, lines.len() as u16 + 2);
     f.render_widget(Clear, r);
     f.render_widget(
         Paragraph::new(lines).block(
             Block::default()
                 .borders(Borders::ALL)
                 .border_style(theme.accent)
-                .title(Span::styled(" keys ", theme.title)),
+                .title(Span::styled(" keys (any key closes) ", theme.title)),
         ),
         r,
     );

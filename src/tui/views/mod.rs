@@ -2,16 +2,21 @@
 //! snapshot tests see exactly what an operator sees.
 
 mod dialog;
+mod envs;
+mod flags;
 mod header;
 mod help;
+mod history;
+pub mod live;
 mod panels;
 mod routes;
 pub mod walk;
 
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Direction, Layout, Rect};
+use ratatui::layout::{Constraint, Layout, Rect};
 
 use super::app::App;
+use super::keymap::View;
 use super::theme::Theme;
 
 /// Below this width the body stacks panels instead of using columns.
@@ -37,6 +42,8 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme) {
         dialog::draw(f, area, d, theme);
     } else if app.help {
         help::draw(f, area, app, theme);
+    } else if app.input.is_some() {
+        panels::palette_hints(f, body, app, theme);
     }
 }
 
@@ -45,6 +52,10 @@ fn body_area(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         panels::message(f, area, theme, "no environments configured");
         return;
     };
+    if app.view == View::Environments {
+        envs::draw(f, area, app, theme);
+        return;
+    }
     if env.status.is_none() {
         match &env.error {
             Some(e) => panels::dead_backend(f, area, env, e, theme),
@@ -57,29 +68,45 @@ fn body_area(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         }
         return;
     }
+    match app.view {
+        View::History => return history::draw(f, area, app, env, theme),
+        View::Flags => return flags::draw(f, area, env, &app.filter, theme),
+        View::Overview | View::Environments => {}
+    }
+    let age = live::age_title(env, app.now);
     if area.width >= WIDE {
         let [left, right] =
-            Layout::horizontal([Constraint::Percentage(62), Constraint::Min(30)]).areas(area);
-        routes::draw(f, left, env, theme, true);
-        let [ups, revs, metrics] = Layout::vertical([
-            Constraint::Percentage(50),
-            Constraint::Min(4),
-            Constraint::Length(3),
+            Layout::horizontal([Constraint::Percentage(60), Constraint::Min(30)]).areas(area);
+        let n_ups = env.status.as_ref().map_or(0, |s| s.upstreams.len()) as u16;
+        let [ups, metrics, revs] = Layout::vertical([
+            Constraint::Length((n_ups + 2).min(left.height / 3)),
+            Constraint::Min(12),
+            Constraint::Length(8),
         ])
         .areas(right);
+        let n_flags = env.status.as_ref().map_or(0, |s| s.flags.len()) as u16;
+        if n_flags > 0 {
+            let [r, fl] = Layout::vertical([
+                Constraint::Min(6),
+                Constraint::Length((n_flags + 3).min(10)),
+            ])
+            .areas(left);
+            routes::draw(f, r, env, &app.filter, theme, true);
+            flags::draw(f, fl, env, "", theme);
+        } else {
+            routes::draw(f, left, env, &app.filter, theme, true);
+        }
         panels::upstreams(f, ups, env, theme);
+        live::draw(f, metrics, env, &app.filter, &age, theme);
         panels::revisions(f, revs, env, theme);
-        panels::metrics(f, metrics, theme);
     } else {
-        let rows = Layout::default()
-            .direction(Direction::Vertical)
-            .constraints([Constraint::Percentage(55), Constraint::Min(4)])
-            .split(area);
-        routes::draw(f, rows[0], env, theme, false);
+        let [top, bottom] =
+            Layout::vertical([Constraint::Percentage(50), Constraint::Min(4)]).areas(area);
+        routes::draw(f, top, env, &app.filter, theme, false);
         let [ups, metrics] =
-            Layout::horizontal([Constraint::Percentage(65), Constraint::Min(20)]).areas(rows[1]);
+            Layout::horizontal([Constraint::Length(30), Constraint::Min(20)]).areas(bottom);
         panels::upstreams(f, ups, env, theme);
-        panels::metrics(f, metrics, theme);
+        live::draw(f, metrics, env, &app.filter, &age, theme);
     }
 }
 

@@ -1,13 +1,12 @@
-//! The smaller panels: upstream health, revisions, the metrics placeholder, the dead-backend
-//! panel, toasts and the hint bar.
+//! The smaller panels: upstream health, revisions, the dead-backend panel, toasts, the hint
+//! bar with the palette/filter prompt, and the palette's completions.
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 
-use crate::tui::app::{App, Busy, EnvState, ToastKind};
-use crate::tui::keymap::KEYMAP;
+use crate::tui::app::{App, Busy, EnvState, InputKind, ToastKind};
 use crate::tui::theme::Theme;
 
 fn block<'a>(title: &str, theme: &Theme) -> Block<'a> {
@@ -125,16 +124,7 @@ pub fn revisions(f: &mut Frame, area: Rect, env: &EnvState, theme: &Theme) {
     f.render_widget(Paragraph::new(lines).block(block("revisions", theme)), area);
 }
 
-/// The metrics panels come from another module; until then this says so plainly.
-pub fn metrics(f: &mut Frame, area: Rect, theme: &Theme) {
-    f.render_widget(
-        Paragraph::new(Span::styled("metrics: not connected", theme.dim))
-            .block(block("metrics", theme)),
-        area,
-    );
-}
-
-/// Context-sensitive keys, from the keymap table.
+/// Context-sensitive keys, from the keymap in force; or the palette/filter prompt.
 pub fn hint_bar(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let mut spans = Vec::new();
     if let Some(d) = &app.dialog {
@@ -144,6 +134,23 @@ pub fn hint_bar(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         }
         spans.push(Span::styled("Esc", theme.accent));
         spans.push(Span::styled(" cancel", theme.dim));
+    } else if let Some(input) = &app.input {
+        let prompt = match input.kind {
+            InputKind::Palette => ":",
+            InputKind::Filter => "/",
+        };
+        spans.push(Span::styled(prompt, theme.accent));
+        spans.push(Span::styled(format!("{}▏", input.text), theme.title));
+        match &input.error {
+            Some(e) => spans.push(Span::styled(format!("  {e}"), theme.bad)),
+            None => spans.push(Span::styled(
+                match input.kind {
+                    InputKind::Palette => "  Tab complete · Enter run · Esc close",
+                    InputKind::Filter => "  Enter keep · Esc clear",
+                },
+                theme.dim,
+            )),
+        }
     } else if app.help {
         spans.push(Span::styled("any key", theme.accent));
         spans.push(Span::styled(" close help", theme.dim));
@@ -153,9 +160,17 @@ pub fn hint_bar(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             spans.push(Span::styled(" READ-ONLY ", theme.badge));
             spans.push(Span::raw(" "));
         }
-        for b in KEYMAP.iter().filter(|b| b.hint && !(ro && b.mutating)) {
-            spans.push(Span::styled(b.label, theme.accent));
-            spans.push(Span::styled(format!(" {}  ", b.name), theme.dim));
+        if !app.filter.is_empty() {
+            spans.push(Span::styled(format!("/{} ", app.filter), theme.warn));
+        }
+        for b in app
+            .keymap
+            .bindings
+            .iter()
+            .filter(|b| b.hint && !(ro && b.mutating) && b.scope.offered(app.view, app.sandbox))
+        {
+            spans.push(Span::styled(b.label.clone(), theme.accent));
+            spans.push(Span::styled(format!(" {}  ", b.hint_name), theme.dim));
         }
         match &app.busy {
             Some(Busy::Planning { what, .. }) => {
@@ -168,6 +183,44 @@ pub fn hint_bar(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         }
     }
     f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// What the palette's current word can be, just above the prompt.
+pub fn palette_hints(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    let hints = app.palette_hints();
+    if hints.is_empty() || area.height < 3 {
+        return;
+    }
+    let max = usize::from(area.height.saturating_sub(2)).min(10);
+    let mut lines: Vec<Line> = hints
+        .iter()
+        .take(max)
+        .map(|h| Line::from(Span::styled(h.clone(), theme.base)))
+        .collect();
+    if hints.len() > max {
+        lines.pop();
+        lines.push(Line::from(Span::styled(
+            format!("… {} more", hints.len() - max + 1),
+            theme.dim,
+        )));
+    }
+    let height = lines.len() as u16 + 2;
+    let r = Rect {
+        x: area.x,
+        y: area.y + area.height - height,
+        width: area.width.min(100),
+        height,
+    };
+    f.render_widget(Clear, r);
+    f.render_widget(
+        Paragraph::new(lines).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .border_style(theme.accent)
+                .title(Span::styled(" commands ", theme.title)),
+        ),
+        r,
+    );
 }
 
 /// Results, stacked at the bottom right of the body, newest last.

@@ -57,15 +57,18 @@ fn canary_cell<'a>(r: &RouteStatus, theme: &Theme) -> Line<'a> {
     }
 }
 
-pub fn draw(f: &mut Frame, area: Rect, env: &EnvState, theme: &Theme, wide: bool) {
-    let routes: &[RouteStatus] = env.status.as_ref().map_or(&[], |s| &s.routes);
+pub fn draw(f: &mut Frame, area: Rect, env: &EnvState, filter: &str, theme: &Theme, wide: bool) {
+    let routes = env.routes(filter);
+    let title = if filter.is_empty() {
+        format!(" routes ({}) ", routes.len())
+    } else {
+        let all = env.status.as_ref().map_or(0, |s| s.routes.len());
+        format!(" routes ({} of {all} matching /{filter}) ", routes.len())
+    };
     let block = Block::default()
         .borders(Borders::ALL)
         .border_style(theme.dim)
-        .title(Span::styled(
-            format!(" routes ({}) ", routes.len()),
-            theme.title,
-        ));
+        .title(Span::styled(title, theme.title));
     let (header, widths): (Vec<&str>, Vec<Constraint>) = if wide {
         (
             vec!["route", "paths", "methods", "split", "canary", "filters"],
@@ -89,7 +92,13 @@ pub fn draw(f: &mut Frame, area: Rect, env: &EnvState, theme: &Theme, wide: bool
             ],
         )
     };
-    let rows = routes.iter().map(|r| {
+    // Only the rows that fit are built (a fresh TableState scrolls the same way: the
+    // selection sits at the bottom once it passes the first screen).
+    let fit = usize::from(area.height.saturating_sub(3)).max(1);
+    let selected = env.selected.min(routes.len().saturating_sub(1));
+    let start = (selected + 1).saturating_sub(fit);
+    let window = &routes[start.min(routes.len())..(start + fit).min(routes.len())];
+    let rows = window.iter().copied().map(|r| {
         let mut paths: Vec<&str> = r
             .exact_paths
             .iter()
@@ -123,8 +132,8 @@ pub fn draw(f: &mut Frame, area: Rect, env: &EnvState, theme: &Theme, wide: bool
         .highlight_symbol("▶ ")
         .column_spacing(1);
     let mut state = TableState::default();
-    if !routes.is_empty() {
-        state.select(Some(env.selected.min(routes.len() - 1)));
+    if !window.is_empty() {
+        state.select(Some(selected - start));
     }
     f.render_stateful_widget(table, area, &mut state);
 }

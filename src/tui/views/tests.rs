@@ -237,6 +237,22 @@ fn no_size_panics() {
             a.help = true;
             a
         },
+        {
+            let mut a = three_envs(false);
+            a.view = crate::tui::keymap::View::Environments;
+            a
+        },
+        {
+            let mut a = three_envs(false);
+            update(&mut a, Event::Key(crate::tui::keymap::Key::Char('H')));
+            a
+        },
+        {
+            let mut a = three_envs(false);
+            a.view = crate::tui::keymap::View::Flags;
+            update(&mut a, Event::Key(crate::tui::keymap::Key::Char(':')));
+            a
+        },
     ];
     for app in &apps {
         for w in (0..=200).step_by(7) {
@@ -245,4 +261,394 @@ fn no_size_panics() {
             }
         }
     }
+}
+
+mod live_and_views {
+    use super::*;
+    use crate::domain::FlagState;
+    use crate::domain::metrics::{
+        Comparison, FeedError, History, MetricsFeed, MetricsSample, RoleSource, RouteMetrics,
+        Signal, Signals, UpstreamMetrics, Verdict,
+    };
+    use crate::domain::status::FlagStatus;
+    use crate::tui::app::{Input, InputKind};
+    use crate::tui::keymap::{Key, View};
+
+    fn signals(rate: f64, e5: f64, p95: f64) -> Signals {
+        Signals {
+            request_rate: Signal::value(rate),
+            error_ratio_5xx: Signal::value(e5),
+            error_ratio_4xx: Signal::value(0.004),
+            latency_p50: Signal::value(p95 / 2.5),
+            latency_p95: Signal::value(p95),
+            latency_p99: Signal::value(p95 * 2.0),
+        }
+    }
+
+    fn history(base: f64) -> History {
+        let mut h = History::with_capacity(60);
+        for i in 0..40i64 {
+            let wave = (i as f64 / 4.0).sin().abs();
+            h.push(
+                signals(base * (0.5 + wave), 0.002 * wave, 0.04 + 0.02 * wave)
+                    .point(t0() - Duration::seconds(40 - i)),
+            );
+        }
+        h
+    }
+
+    fn upstream(name: &str, e5: f64, p95: f64) -> UpstreamMetrics {
+        UpstreamMetrics {
+            upstream: name.into(),
+            signals: signals(5.0, e5, p95),
+            history: history(5.0),
+        }
+    }
+
+    pub fn sample(verdict: Verdict, canary_errors: f64) -> MetricsSample {
+        MetricsSample {
+            environment: "prod".into(),
+            source: "scrape http://127.0.0.1:94/metrics".into(),
+            sampled_at: t0(),
+            window_secs: 30.0,
+            overall: signals(31.0, 0.003, 0.045),
+            overall_history: history(30.0),
+            routes: vec![
+                RouteMetrics {
+                    route: "payments".into(),
+                    signals: signals(12.4, canary_errors / 10.0, 0.052),
+                    history: history(12.0),
+                    upstreams: vec![
+                        upstream("payments-v1", 0.001, 0.048),
+                        upstream("payments-v2", canary_errors, 0.061),
+                    ],
+                    comparison: Some(Comparison {
+                        baseline: "payments-v1".into(),
+                        canary: "payments-v2".into(),
+                        roles: RoleSource::Configured,
+                        baseline_requests: 900.0,
+                        canary_requests: 300.0,
+                        errors: None,
+                        latency: None,
+                        verdict,
+                    }),
+                },
+                RouteMetrics {
+                    route: "users".into(),
+                    signals: signals(18.0, 0.0, 0.021),
+                    history: history(18.0),
+                    upstreams: vec![upstream("users-blue", 0.0, 0.021)],
+                    comparison: None,
+                },
+            ],
+            gateway: None,
+            problems: vec![],
+        }
+    }
+
+    fn feed(sample: Option<MetricsSample>, error: Option<&str>) -> MetricsFeed {
+        let mut f = MetricsFeed::new("prod", "scrape http://127.0.0.1:94/metrics");
+        f.latest = sample;
+        f.error = error.map(|m| FeedError {
+            message: m.into(),
+            failed_at: t0(),
+            consecutive_failures: 3,
+        });
+        f
+    }
+
+    fn with_metrics(mut app: App, f: MetricsFeed) -> App {
+        for i in 0..app.envs.len() {
+            update(
+                &mut app,
+                Event::Metrics {
+                    env: i,
+                    feed: Box::new(f.clone()),
+                },
+            );
+        }
+        // The payments route is the one with a canary.
+        update(&mut app, Event::Key(Key::Char('j')));
+        app
+    }
+
+    fn text(app: &App, w: u16, h: u16) -> String {
+        render(app, &Theme::dark(), w, h).backend().to_string()
+    }
+
+    #[test]
+    fn live_panels() {
+        let app = with_metrics(
+            three_envs(false),
+            feed(
+                Some(sample(
+                    Verdict::Fail {
+                        reasons: vec!["5xx 4.10% vs 0.10% (p=0.001)".into()],
+                    },
+                    0.041,
+                )),
+                None,
+            ),
+        );
+        let dark = Theme::dark();
+        let small = render(&app, &dark, 80, 24);
+        insta::assert_snapshot!("live_80x24", small.backend());
+        let t = small.backend().to_string();
+        assert!(t.contains("live: payments"), "{t}");
+        assert!(t.contains("12.4/s"), "{t}");
+        assert!(t.contains("canary worse"), "{t}");
+        insta::assert_snapshot!("live_160x48", render(&app, &dark, 160, 48).backend());
+        let wide = text(&app, 160, 48);
+        for want in ["p50", "p95", "p99", "v1 0.10%", "v2 4.10%"] {
+            assert!(wide.contains(want), "{want}: {wide}");
+        }
+    }
+
+    #[test]
+    fn error_ratios_are_coloured_by_threshold() {
+        let app = with_metrics(
+            three_envs(false),
+            feed(Some(sample(Verdict::Pass, 0.041)), None),
+        );
+        let term = render(&app, &Theme::dark(), 160, 48);
+        let buf = term.backend().buffer();
+        let find = |needle: &str| {
+            (0..buf.area.height).find_map(|y| {
+                let row: String = (0..buf.area.width).map(|x| buf[(x, y)].symbol()).collect();
+                row.find(needle).map(|byte| {
+                    let x = row[..byte].chars().count() as u16;
+                    buf[(x, y)].fg
+                })
+            })
+        };
+        assert_eq!(find("4.10%"), Some(Color::Red), "canary above 1%");
+        assert_eq!(find("0.10%"), Some(Color::Green), "stable at 0.1%");
+        assert_eq!(find("✓ canary ok"), Some(Color::Green));
+    }
+
+    #[test]
+    fn a_dead_metrics_source_is_an_error_on_its_panel() {
+        let app = with_metrics(
+            three_envs(false),
+            feed(
+                None,
+                Some("cannot reach http://127.0.0.1:94/metrics: connection refused"),
+            ),
+        );
+        let small = render(&app, &Theme::dark(), 80, 24);
+        insta::assert_snapshot!("metrics_dead_80x24", small.backend());
+        let t = small.backend().to_string();
+        assert!(t.contains("metrics unavailable"), "{t}");
+        assert!(t.contains("connection refused"), "{t}");
+        assert!(t.contains("payments"), "routes still show");
+    }
+
+    #[test]
+    fn a_failing_refresh_marks_the_last_sample_stale() {
+        let mut app = with_metrics(
+            three_envs(false),
+            feed(
+                Some(sample(
+                    Verdict::NotEnoughData {
+                        reason: "canary has 40 requests, needs 200".into(),
+                    },
+                    0.0,
+                )),
+                Some("http://127.0.0.1:94/metrics timed out after 2.0s"),
+            ),
+        );
+        update(&mut app, Event::Tick(t0() + Duration::seconds(7)));
+        let t = text(&app, 160, 48);
+        assert!(t.contains("7s old · STALE"), "{t}");
+        assert!(t.contains("timed out after 2.0s"), "{t}");
+        assert!(t.contains("not enough data"), "{t}");
+    }
+
+    #[test]
+    fn environments_side_by_side() {
+        let mut app = with_metrics(
+            three_envs(false),
+            feed(Some(sample(Verdict::Pass, 0.002)), None),
+        );
+        update(
+            &mut app,
+            Event::EnvUpdate {
+                env: 0,
+                status: Ok(status(9, 50)),
+                revisions: None,
+                at: t0(),
+            },
+        );
+        update(&mut app, Event::Key(Key::Char('a')));
+        assert_eq!(app.view, View::Environments);
+        let dark = Theme::dark();
+        let small = render(&app, &dark, 80, 24);
+        insta::assert_snapshot!("envs_80x24", small.backend());
+        let t = small.backend().to_string();
+        assert!(t.contains("v2 50%") && t.contains("v2 5%"), "{t}");
+        insta::assert_snapshot!("envs_160x48", render(&app, &dark, 160, 48).backend());
+    }
+
+    #[test]
+    fn many_environments_pan_around_the_current_one_at_80_columns() {
+        let defs = ["dev", "qa", "stage", "perf", "canary", "prod"]
+            .iter()
+            .map(|n| def(n, ConfirmPolicy::Yes, false))
+            .collect();
+        let mut app = app_with(defs, false);
+        update(&mut app, Event::Key(Key::Char('6')));
+        update(&mut app, Event::Key(Key::Char('a')));
+        let t = text(&app, 80, 24);
+        assert!(t.contains("3 of 6"), "{t}");
+        assert!(t.contains("prod r4") && !t.contains("dev r4"), "{t}");
+    }
+
+    fn with_history(mut app: App) -> App {
+        update(&mut app, Event::Key(Key::Char('H')));
+        update(
+            &mut app,
+            Event::Diff {
+                env: 2,
+                number: 4,
+                result: Ok(vec![
+                    "~ route payments: payments-v1 95 / payments-v2 5 → payments-v1 90 / payments-v2 10".into(),
+                    "~ flag new-checkout state: DISABLED → ENABLED".into(),
+                    "+ route search: search-v1 100".into(),
+                    "- upstream legacy".into(),
+                ]),
+            },
+        );
+        app
+    }
+
+    #[test]
+    fn history_with_the_diff_of_the_selected_revision() {
+        let app = with_history(three_envs(false));
+        let dark = Theme::dark();
+        let small = render(&app, &dark, 80, 24);
+        insta::assert_snapshot!("history_80x24", small.backend());
+        let t = small.backend().to_string();
+        assert!(t.contains("revision 4 · before → after"), "{t}");
+        assert!(t.contains("payments-v1 90"), "{t}");
+        insta::assert_snapshot!("history_160x48", render(&app, &dark, 160, 48).backend());
+        let mut moved = app;
+        update(&mut moved, Event::Key(Key::Char('j')));
+        assert!(text(&moved, 80, 24).contains("reading revision 3"));
+    }
+
+    #[test]
+    fn flags_view() {
+        let mut app = three_envs(false);
+        let mut s = status(4, 5);
+        s.flags = vec![
+            FlagStatus {
+                key: "new-checkout".into(),
+                state: FlagState::Enabled,
+                default_variant: Some("off".into()),
+                variants: vec!["on".into(), "off".into()],
+                has_targeting: true,
+            },
+            FlagStatus {
+                key: "search-ranking".into(),
+                state: FlagState::Disabled,
+                default_variant: Some("classic".into()),
+                variants: vec!["classic".into(), "semantic".into()],
+                has_targeting: false,
+            },
+        ];
+        update(
+            &mut app,
+            Event::EnvUpdate {
+                env: 2,
+                status: Ok(s),
+                revisions: None,
+                at: t0(),
+            },
+        );
+        update(&mut app, Event::Key(Key::Char('F')));
+        let small = render(&app, &Theme::dark(), 80, 24);
+        insta::assert_snapshot!("flags_80x24", small.backend());
+        let t = small.backend().to_string();
+        assert!(t.contains("● on") && t.contains("○ off"), "{t}");
+        assert!(
+            t.contains("t toggle"),
+            "the hint bar offers the toggle here: {t}"
+        );
+    }
+
+    #[test]
+    fn palette_and_filter() {
+        let mut app = three_envs(false);
+        app.input = Some(Input {
+            kind: InputKind::Palette,
+            text: "fl".into(),
+            error: None,
+        });
+        let small = render(&app, &Theme::dark(), 80, 24);
+        insta::assert_snapshot!("palette_80x24", small.backend());
+        let t = small.backend().to_string();
+        assert!(t.contains(":fl▏"), "{t}");
+        assert!(t.contains("flag KEY on|off|VARIANT"), "{t}");
+        assert!(t.contains("flip [ROUTE [UPSTREAM]]"), "{t}");
+
+        app.input = None;
+        for c in "/pay".chars() {
+            update(&mut app, Event::Key(Key::Char(c)));
+        }
+        update(&mut app, Event::Key(Key::Enter));
+        let t = text(&app, 80, 24);
+        assert!(t.contains("routes (1 of 3 matching /pay)"), "{t}");
+        assert!(!t.contains("/api/orders"), "{t}");
+    }
+
+    #[test]
+    fn light_and_high_contrast_themes_render() {
+        let app = with_metrics(
+            three_envs(false),
+            feed(Some(sample(Verdict::Pass, 0.002)), None),
+        );
+        for name in ["light", "high-contrast"] {
+            let theme = Theme::select(Some(name), false, None).unwrap();
+            let term = render(&app, &theme, 80, 24);
+            let dark = render(&app, &Theme::dark(), 80, 24);
+            assert_eq!(
+                term.backend().to_string(),
+                dark.backend().to_string(),
+                "themes change colours, never text"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_long_route_list_scrolls_to_keep_the_selection_in_view() {
+    let mut app = three_envs(false);
+    let mut s = status(4, 5);
+    let template = s.routes[2].clone();
+    for i in 0..40 {
+        let mut r = template.clone();
+        r.name = format!("r{i:02}");
+        s.routes.push(r);
+    }
+    update(
+        &mut app,
+        Event::EnvUpdate {
+            env: 2,
+            status: Ok(s),
+            revisions: None,
+            at: t0(),
+        },
+    );
+    for _ in 0..30 {
+        update(&mut app, Event::Key(crate::tui::keymap::Key::Char('j')));
+    }
+    let text = render(&app, &Theme::dark(), 80, 24).backend().to_string();
+    assert!(
+        text.contains("▶ r27"),
+        "the 31st route is selected and shown: {text}"
+    );
+    assert!(
+        !text.contains(" users "),
+        "the first rows scrolled away: {text}"
+    );
 }

@@ -1,0 +1,255 @@
+//! Every environment side by side: per route, what each environment sends where and how
+//! it is doing. This is where "is prod running what stage tested?" is answered. At 80
+//! columns only as many environments as fit are shown, always including the current one.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
+
+use super::header::{health_style, health_symbol};
+use super::live::{error_style, latency_text, ratio_text};
+use crate::domain::RouteStatus;
+use std::collections::{HashMap, HashSet};
+
+use crate::domain::metrics::{RouteMetrics, Verdict};
+use crate::tui::app::{App, EnvState};
+use crate::tui::theme::Theme;
+
+/// The narrowest an environment's column may be.
+const MIN_COL: u16 = 18;
+const ROUTE_COL: u16 = 10;
+
+/// `v2 25%` for a canary, `live green` for blue-green, the upstream for a single one.
+pub fn placement(r: &RouteStatus) -> String {
+    let short = |u: &str| {
+        u.strip_prefix(&format!("{}-", r.name))
+            .unwrap_or(u)
+            .to_string()
+    };
+    if let Some((_, canary)) = r.canary_pair() {
+        return format!("{} {}%", short(canary), r.percent(canary));
+    }
+    match (r.split.len(), r.live()) {
+        (1, Some(u)) => short(u),
+        (_, Some(u)) => format!("live {}", short(u)),
+        _ => "-".into(),
+    }
+}
+
+/// Which environments get a column: a window of those that fit, around the current one.
+pub fn visible(count: usize, current: usize, width: u16) -> std::ops::Range<usize> {
+    let fit = usize::from((width.saturating_sub(ROUTE_COL + 3) / MIN_COL).max(1));
+    if count <= fit {
+        return 0..count;
+    }
+    let start = current.saturating_sub(fit - 1).min(count - fit);
+    start..start + fit
+}
+
+/// One environment's routes and route metrics by name, looked up once per frame.
+struct Lookup<'a> {
+    env: &'a EnvState,
+    routes: HashMap<&'a str, &'a RouteStatus>,
+    metrics: HashMap<&'a str, &'a RouteMetrics>,
+}
+
+impl<'a> Lookup<'a> {
+    fn new(env: &'a EnvState) -> Self {
+        let routes = env
+            .status
+            .iter()
+            .flat_map(|s| s.routes.iter().map(|r| (r.name.as_str(), r)))
+            .collect();
+        let metrics = env
+            .metrics
+            .iter()
+            .filter_map(|f| f.latest.as_ref())
+            .flat_map(|s| s.routes.iter().map(|r| (r.route.as_str(), r)))
+            .collect();
+        Self {
+            env,
+            routes,
+            metrics,
+        }
+    }
+}
+
+fn cell<'a>(l: &Lookup<'_>, route: &str, wide: bool, theme: &Theme) -> Cell<'a> {
+    let Some(r) = l.routes.get(route) else {
+        let text = if l.env.status.is_none() { "?" } else { "—" };
+        return Cell::from(Span::styled(text, theme.dim));
+    };
+    let mut spans = vec![Span::styled(format!("{:<10}", placement(r)), theme.base)];
+    if let Some(m) = l.metrics.get(route) {
+        if let Some(e) = m.signals.error_ratio_5xx.get() {
+            spans.push(Span::styled(
+                format!(" {:>6}", ratio_text(e)),
+                error_style(e, theme),
+            ));
+        }
+        if wide && let Some(p) = m.signals.latency_p95.get() {
+            spans.push(Span::styled(format!(" p95 {}", latency_text(p)), theme.dim));
+        }
+    }
+    Cell::from(Line::from(spans))
+}
+
+/// The selected route in every environment, one line each: the whole split, 5xx, p95 and
+/// the canary verdict, so two environments can be compared at a glance.
+fn detail(f: &mut Frame, area: Rect, app: &App, route: &str, theme: &Theme) {
+    let lines: Vec<Line> = app
+        .envs
+        .iter()
+        .map(|e| {
+            let mut spans = vec![Span::styled(format!("{:<8}", e.def.name), theme.title)];
+            let Some(r) = e.status.as_ref().and_then(|s| s.route(route)) else {
+                spans.push(Span::styled("no such route", theme.dim));
+                return Line::from(spans);
+            };
+            spans.push(Span::styled(
+                format!("{:<24}", super::routes::split_text(r, true)),
+                theme.base,
+            ));
+            let m = e
+                .metrics
+                .as_ref()
+                .and_then(|f| f.latest.as_ref())
+                .and_then(|s| s.route(route));
+            if let Some(m) = m {
+                if let Some(v) = m.signals.error_ratio_5xx.get() {
+                    spans.push(Span::styled(
+                        format!(" 5xx {}", ratio_text(v)),
+                        error_style(v, theme),
+                    ));
+                }
+                if let Some(v) = m.signals.latency_p95.get() {
+                    spans.push(Span::styled(format!(" p95 {}", latency_text(v)), theme.dim));
+                }
+                match m.comparison.as_ref().map(|c| &c.verdict) {
+                    Some(Verdict::Pass) => spans.push(Span::styled(" ✓ canary ok", theme.ok)),
+                    Some(Verdict::Fail { .. }) => {
+                        spans.push(Span::styled(" ✗ canary worse", theme.bad));
+                    }
+                    Some(Verdict::NotEnoughData { .. }) => {
+                        spans.push(Span::styled(" … too little data", theme.dim));
+                    }
+                    None => {}
+                }
+            }
+            Line::from(spans)
+        })
+        .collect();
+    f.render_widget(
+        Paragraph::new(lines).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .border_style(theme.dim)
+                .title(Span::styled(format!(" {route} everywhere "), theme.title)),
+        ),
+        area,
+    );
+}
+
+pub fn draw(f: &mut Frame, full: Rect, app: &App, theme: &Theme) {
+    let selected_name = app
+        .env()
+        .and_then(|e| e.selected_route(&app.filter))
+        .map(|r| r.name.clone());
+    let detail_h = app.envs.len() as u16 + 2;
+    let area = match &selected_name {
+        Some(name) if full.height >= detail_h + 8 => {
+            let [top, bottom] =
+                Layout::vertical([Constraint::Min(6), Constraint::Length(detail_h)]).areas(full);
+            detail(f, bottom, app, name, theme);
+            top
+        }
+        _ => full,
+    };
+    let cols = visible(app.envs.len(), app.current, area.width);
+    let wide = area.width >= 120;
+    let mut names: Vec<&str> = Vec::new();
+    let mut seen = HashSet::new();
+    for e in &app.envs[cols.clone()] {
+        for r in e.routes(&app.filter) {
+            if seen.insert(r.name.as_str()) {
+                names.push(r.name.as_str());
+            }
+        }
+    }
+    let lookups: Vec<Lookup> = app.envs[cols.clone()].iter().map(Lookup::new).collect();
+    let mut header = vec![Cell::from(Span::styled("route", theme.title))];
+    for (i, e) in app
+        .envs
+        .iter()
+        .enumerate()
+        .skip(cols.start)
+        .take(cols.len())
+    {
+        let h = e.health();
+        let style = if i == app.current {
+            theme.tab_active
+        } else {
+            theme.title
+        };
+        let rev = e
+            .status
+            .as_ref()
+            .map(|s| format!(" r{}", s.revision))
+            .unwrap_or_default();
+        header.push(Cell::from(Line::from(vec![
+            Span::styled(format!("{}{rev} ", e.def.name), style),
+            Span::styled(health_symbol(h), health_style(h, theme)),
+        ])));
+    }
+    let rows = names.iter().map(|n| {
+        let mut cells = vec![Cell::from(n.to_string())];
+        for l in &lookups {
+            cells.push(cell(l, n, wide, theme));
+        }
+        Row::new(cells).style(theme.base)
+    });
+    let mut widths = vec![Constraint::Length(ROUTE_COL)];
+    widths.extend(cols.clone().map(|_| Constraint::Fill(1)));
+    let hidden = app.envs.len() - cols.len();
+    let title = if hidden > 0 {
+        format!(
+            " all environments ({} of {}; 1-9 to pan) ",
+            cols.len(),
+            app.envs.len()
+        )
+    } else {
+        " all environments ".to_string()
+    };
+    let table = Table::new(rows, widths)
+        .header(Row::new(header))
+        .block(
+            Block::default()
+                .borders(Borders::ALL)
+                .border_style(theme.dim)
+                .title(Span::styled(title, theme.title)),
+        )
+        .row_highlight_style(theme.selected)
+        .highlight_symbol("▶ ")
+        .column_spacing(1);
+    let mut state = TableState::default();
+    let selected = selected_name
+        .as_deref()
+        .and_then(|s| names.iter().position(|n| *n == s));
+    state.select(selected);
+    f.render_stateful_widget(table, area, &mut state);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_current_environment_always_has_a_column() {
+        assert_eq!(visible(3, 2, 80), 0..3);
+        assert_eq!(visible(6, 0, 80), 0..3);
+        assert_eq!(visible(6, 5, 80), 3..6);
+        assert_eq!(visible(6, 3, 80), 1..4);
+        assert_eq!(visible(6, 3, 20), 3..4);
+    }
+}

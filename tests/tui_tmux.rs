@@ -1,0 +1,281 @@
+//! The real binary in a real terminal: `signalbox sandbox` (cockpit included) inside tmux at
+//! 80x24. Keys go in with `send-keys`, the screen comes back with `capture-pane`, and the
+//! gateways' admin APIs say whether the changes really happened. The tmux server (on its
+//! own socket) and every process in it are killed on drop, also when an assertion fails.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_signalbox");
+/// Port bases this test may use (each sandbox takes base..base+300).
+const BASES: [u16; 3] = [24000, 24300, 24600];
+
+struct Tmux {
+    socket: String,
+    session: String,
+    pid: Option<u32>,
+}
+
+impl Tmux {
+    fn cmd(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("tmux runs")
+    }
+
+    fn start(cmdline: &str) -> Tmux {
+        let mut t = Tmux {
+            socket: format!("signalbox-e2e-{}", std::process::id()),
+            session: "cockpit".into(),
+            pid: None,
+        };
+        let out = t.cmd(&[
+            "new-session",
+            "-d",
+            "-s",
+            &t.session.clone(),
+            "-x",
+            "80",
+            "-y",
+            "24",
+            cmdline,
+        ]);
+        assert!(out.status.success(), "tmux new-session: {out:?}");
+        // Keep the pane after the program exits, to read its exit status.
+        t.cmd(&[
+            "set-option",
+            "-t",
+            &t.session.clone(),
+            "remain-on-exit",
+            "on",
+        ]);
+        t.pid = t.display("#{pane_pid}").trim().parse().ok();
+        t
+    }
+
+    fn display(&self, format: &str) -> String {
+        String::from_utf8_lossy(
+            &self
+                .cmd(&["display-message", "-p", "-t", &self.session, format])
+                .stdout,
+        )
+        .into_owned()
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(
+            &self
+                .cmd(&["capture-pane", "-p", "-t", &self.session])
+                .stdout,
+        )
+        .into_owned()
+    }
+
+    /// Sends keys literally (`-l`), so `+` or `q` are never read as tmux key names.
+    fn type_keys(&self, keys: &str) {
+        self.cmd(&["send-keys", "-t", &self.session, "-l", keys]);
+    }
+
+    fn key(&self, name: &str) {
+        self.cmd(&["send-keys", "-t", &self.session, name]);
+    }
+
+    /// Waits until the screen shows every one of `want`; fails with the last screen.
+    fn wait_for(&self, want: &[&str], secs: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let s = self.screen();
+            if want.iter().all(|w| s.contains(w)) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {secs}s waiting for {want:?}; the screen:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid {
+            // The pane's shell leads a process group holding the sandbox: ask, then insist.
+            let group = format!("-{pid}");
+            let kill = |sig: &str| {
+                let _ = Command::new("kill")
+                    .args([sig, "--", &group])
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            };
+            kill("-TERM");
+            std::thread::sleep(Duration::from_millis(300));
+            kill("-KILL");
+        }
+        let _ = self.cmd(&["kill-server"]);
+    }
+}
+
+fn free_base() -> u16 {
+    for base in BASES {
+        if (0..300).all(|off| std::net::TcpListener::bind(("127.0.0.1", base + off)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("none of the port bases {BASES:?} is free");
+}
+
+/// The route's split as the environment's admin API reports it.
+fn split(admin: &str, token_file: &Path, route: &str) -> BTreeMap<String, u64> {
+    let token = std::fs::read_to_string(token_file).expect("admin token");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let state: serde_json::Value = rt.block_on(async {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client")
+            .get(format!("{admin}/admin/state"))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .expect("admin API answers")
+            .json()
+            .await
+            .expect("JSON")
+    });
+    let r = state["routes"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["name"] == route))
+        .unwrap_or_else(|| panic!("no route {route} in {state}"));
+    serde_json::from_value(r["split"].clone()).expect("split")
+}
+
+fn get_json(url: &str) -> serde_json::Value {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client")
+            .get(url)
+            .send()
+            .await
+            .expect("answers")
+            .json()
+            .await
+            .expect("JSON")
+    })
+}
+
+fn tmux_available() -> bool {
+    Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn the_cockpit_in_tmux_steps_a_canary_flips_prod_rolls_back_injects_a_fault_and_quits() {
+    assert!(
+        tmux_available(),
+        "this test drives the real binary in tmux: install tmux (apt-get install tmux)"
+    );
+    let base = free_base();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state: PathBuf = dir.path().join("state");
+    // The shell reports the exit status on the screen once the cockpit is gone, then
+    // lingers so the terminal's state can be read from a live pane.
+    let tmux = Tmux::start(&format!(
+        "{BIN} sandbox --port-base {base} --rps 5 --state-dir {}; echo EXIT=$?; sleep 30",
+        state.display()
+    ));
+    let admin = |i: u16| format!("http://127.0.0.1:{}", base + 100 * i + 1);
+    let token = |env: &str| state.join(env).join("admin-token");
+
+    // 1. The overview: every environment as a tab, the routes of the first.
+    let s = tmux.wait_for(&["1 dev", "2 stage", "3 prod", "payments", "connected"], 30);
+    assert!(s.contains("users"), "{s}");
+
+    // 2. Stage asks yes/no: step the payments canary (25% → 35%) and confirm.
+    tmux.type_keys("2");
+    tmux.wait_for(&["http://127.0.0.1:", "v2 25%"], 10);
+    tmux.type_keys("j+");
+    let s = tmux.wait_for(&["confirm change", "set payments canary to 35%"], 10);
+    assert!(s.contains("payments-v1 75 / payments-v2 25"), "before: {s}");
+    assert!(s.contains("payments-v1 65 / payments-v2 35"), "after: {s}");
+    tmux.key("Enter");
+    tmux.wait_for(&["applied as revision"], 10);
+    // 3. The gateway took it.
+    let sp = split(&admin(1), &token("stage"), "payments");
+    assert_eq!(sp.get("payments-v2"), Some(&35), "{sp:?}");
+    assert_eq!(sp.get("payments-v1"), Some(&65), "{sp:?}");
+
+    // 4. Prod wants its name typed: flip users blue → green.
+    tmux.type_keys("3");
+    tmux.wait_for(&["live: users-blue"], 10);
+    tmux.type_keys("kkf");
+    tmux.wait_for(&["type prod to confirm"], 10);
+    tmux.key("Enter");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        tmux.screen().contains("type prod to confirm"),
+        "Enter without the name does nothing"
+    );
+    tmux.type_keys("prod");
+    tmux.key("Enter");
+    tmux.wait_for(&["applied as revision", "live: users-green"], 10);
+    let sp = split(&admin(2), &token("prod"), "users");
+    assert_eq!(sp.get("users-green"), Some(&100), "{sp:?}");
+
+    // 5. Roll back (to the previous revision), again with the name.
+    tmux.type_keys("r");
+    tmux.wait_for(
+        &["roll back to the previous revision", "type prod to confirm"],
+        10,
+    );
+    tmux.type_keys("prod");
+    tmux.key("Enter");
+    tmux.wait_for(&["live: users-blue"], 10);
+    let sp = split(&admin(2), &token("prod"), "users");
+    assert_eq!(sp.get("users-blue"), Some(&100), "{sp:?}");
+
+    // 6. A fault from the cockpit: x prepares it for dev's payments canary, Enter plans it
+    //    (dev asks no confirmation), and the sandbox control API has it.
+    tmux.type_keys("1");
+    tmux.wait_for(&["v2 50%"], 10);
+    tmux.type_keys("kkkjx");
+    tmux.wait_for(&[":fault payments-v2 5xx 50"], 10);
+    tmux.key("Enter");
+    tmux.wait_for(&["applied: dev: inject 50% 5xx into payments-v2"], 10);
+    let faults = get_json(&format!(
+        "http://127.0.0.1:{}/sandbox/faults/dev/payments/v2",
+        base + 99
+    ));
+    assert_eq!(faults["error_rate"], 0.5, "{faults}");
+    let journal = std::fs::read_to_string(state.join("audit.jsonl")).expect("audit journal");
+    assert!(
+        journal.contains("inject 50% 5xx into payments-v2"),
+        "the fault is in the audit journal"
+    );
+
+    // 7. q quits with status 0 and leaves the terminal sane: out of the alternate screen,
+    //    cursor shown.
+    tmux.type_keys("q");
+    tmux.wait_for(&["EXIT="], 15);
+    let d = tmux.display("#{alternate_on} #{cursor_flag}");
+    assert_eq!(d.trim(), "0 1", "normal screen, cursor visible");
+    let s = tmux.screen();
+    assert!(s.contains("EXIT=0"), "{s}");
+    assert!(s.contains("signalbox sandbox: three environments"), "{s}");
+}
