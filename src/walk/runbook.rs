@@ -21,9 +21,7 @@ use serde::{Deserialize, Deserializer, Serialize, de};
 
 use crate::domain::{Action, FlagState};
 use crate::gateway::config::units::Dur;
-use crate::gateway::config::{
-    ConfigError, ConfigIssue, locate_paths, plain_message, position_of, syntax_issue,
-};
+use crate::gateway::config::{ConfigError, ConfigIssue, parse_located};
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -481,47 +479,7 @@ pub fn load(path: &Path) -> Result<(Runbook, String), ConfigError> {
 
 /// Parses and validates. `file` is only used in messages.
 pub fn parse_str(text: &str, file: &str) -> Result<Runbook, ConfigError> {
-    let parsed = serde_saphyr::with_deserializer_from_str(text, |de| {
-        serde_path_to_error::deserialize::<_, Runbook>(de).map_err(|e| {
-            // The same packed form `gateway::config::parse_str` uses, so `syntax_issue`
-            // can unpack the field path and position.
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            let msg = format!("@@SB@@{path}@@SB@@{}", plain_message(&inner));
-            match inner.location() {
-                Some(loc) => <serde_saphyr::Error as de::Error>::custom(format!(
-                    "{msg}@@SB@@{}@@SB@@{}",
-                    loc.line(),
-                    loc.column()
-                )),
-                None => <serde_saphyr::Error as de::Error>::custom(msg),
-            }
-        })
-    });
-    let rb = match parsed {
-        Ok(r) => r,
-        Err(e) => return Err(ConfigError(vec![syntax_issue(text, file, &e)])),
-    };
-    let issues = validate(&rb);
-    if issues.is_empty() {
-        return Ok(rb);
-    }
-    let positions = locate_paths(text);
-    let mut out: Vec<ConfigIssue> = issues
-        .into_iter()
-        .map(|(path, message)| {
-            let (line, col) = position_of(&positions, &path);
-            ConfigIssue {
-                file: file.to_string(),
-                line,
-                col,
-                path,
-                message,
-            }
-        })
-        .collect();
-    out.sort_by_key(|i| (i.line, i.col));
-    Err(ConfigError(out))
+    parse_located(text, file, validate)
 }
 
 const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];

@@ -100,8 +100,19 @@ pub fn load_file(path: &Path) -> Result<LoadedConfig, ConfigError> {
 
 /// Parses and validates. `file` is only used in messages.
 pub fn parse_str(text: &str, file: &str) -> Result<GatewayConfig, ConfigError> {
+    parse_located(text, file, validate)
+}
+
+/// Deserialises YAML into `T`, then runs `validate` over it; every problem, from the
+/// parser or the validator, comes back with file, line, column and field path. Shared by
+/// every YAML file signalbox reads (gateway configs, runbooks).
+pub(crate) fn parse_located<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &str,
+    validate: impl FnOnce(&T) -> Vec<(String, String)>,
+) -> Result<T, ConfigError> {
     let parsed = serde_saphyr::with_deserializer_from_str(text, |de| {
-        serde_path_to_error::deserialize::<_, GatewayConfig>(de).map_err(|e| {
+        serde_path_to_error::deserialize::<_, T>(de).map_err(|e| {
             // Keep the path; the location comes from the inner error.
             let path = e.path().to_string();
             let inner = e.into_inner();
@@ -116,13 +127,13 @@ pub fn parse_str(text: &str, file: &str) -> Result<GatewayConfig, ConfigError> {
             }
         })
     });
-    let config = match parsed {
+    let value = match parsed {
         Ok(c) => c,
         Err(e) => return Err(ConfigError(vec![syntax_issue(text, file, &e)])),
     };
-    let issues = validate(&config);
+    let issues = validate(&value);
     if issues.is_empty() {
-        return Ok(config);
+        return Ok(value);
     }
     let positions = locate_paths(text);
     let mut out: Vec<ConfigIssue> = issues
