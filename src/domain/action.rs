@@ -35,6 +35,10 @@ pub enum Action {
     Rollback { to: Option<u64> },
     /// Re-apply the revision the last rollback rolled back from.
     Rollforward,
+    /// Kubernetes: restore a Deployment's previous pod template (`kubectl rollout undo`).
+    RolloutUndo { deployment: String },
+    /// Kubernetes: replace every pod of a Deployment (the restartedAt annotation).
+    Restart { deployment: String },
 }
 
 impl Action {
@@ -80,6 +84,10 @@ impl fmt::Display for Action {
             Action::Rollback { to: Some(n) } => write!(f, "roll back to revision {n}"),
             Action::Rollback { to: None } => write!(f, "roll back to the previous revision"),
             Action::Rollforward => write!(f, "roll forward"),
+            Action::RolloutUndo { deployment } => {
+                write!(f, "undo the last rollout of {deployment}")
+            }
+            Action::Restart { deployment } => write!(f, "restart {deployment}"),
         }
     }
 }

@@ -118,7 +118,8 @@ pub async fn handle(
         }
     };
 
-    let resp = match request_filter(&snap, route, &mut ctx, &mut parts, peer.addr, preflight).await {
+    let resp = match request_filter(&snap, route, &mut ctx, &mut parts, peer.addr, preflight).await
+    {
         Ok(Phase::Continue { sticky_key }) => {
             let backend = upstream_peer(route, &parts.headers, sticky_key);
             let uri = parts.uri.clone();
@@ -399,7 +400,11 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(str::trim)
-            .filter(|n| !HOP_BY_HOP.iter().any(|h| n.eq_ignore_ascii_case(h.as_str())))
+            .filter(|n| {
+                !HOP_BY_HOP
+                    .iter()
+                    .any(|h| n.eq_ignore_ascii_case(h.as_str()))
+            })
             .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
             .collect();
         for n in &named {

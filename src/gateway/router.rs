@@ -320,6 +320,9 @@ mod tests {
             request_host(&"/x".parse().unwrap(), &h).as_deref(),
             Some("[::1]")
         );
-        assert_eq!(request_host(&"/x".parse().unwrap(), &HeaderMap::new()), None);
+        assert_eq!(
+            request_host(&"/x".parse().unwrap(), &HeaderMap::new()),
+            None
+        );
     }
 }

@@ -303,7 +303,7 @@ pub async fn run(cfg: CockpitConfig, opts: TuiOptions) -> anyhow::Result<i32> {
     let mut pollers = Vec::new();
     let mut envs = Vec::new();
     for (i, def) in cfg.environments.iter().enumerate() {
-        match Env::connect(def.clone()) {
+        match Env::connect_in(def.clone(), &cfg.environments) {
             Ok(env) => {
                 let env = Arc::new(env);
                 pollers.push(spawn_poller(i, env.clone(), tx.clone()));
