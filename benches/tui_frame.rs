@@ -22,7 +22,13 @@ use signalbox::tui::views;
 fn def(name: &str) -> EnvDef {
     EnvDef {
         name: name.into(),
+        kind: Default::default(),
         admin_url: "http://127.0.0.1:9080".into(),
+        context: None,
+        namespace: None,
+        kubeconfig: None,
+        promote_from: None,
+        kube: Default::default(),
         token_env: None,
         token_file: None,
         confirm: ConfirmPolicy::Yes,

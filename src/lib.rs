@@ -8,6 +8,7 @@ pub mod control;
 pub mod domain;
 pub mod flags;
 pub mod gateway;
+pub mod k8s;
 pub mod metrics;
 pub mod sandbox;
 pub mod tui;

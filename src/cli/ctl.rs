@@ -71,6 +71,10 @@ pub enum CtlCommand {
     },
     /// Re-apply the revision the last rollback rolled back from.
     Rollforward,
+    /// Kubernetes: restore DEPLOYMENT's previous pod template, as `kubectl rollout undo`.
+    RolloutUndo { deployment: String },
+    /// Kubernetes: replace every pod of DEPLOYMENT (e.g. to pick up a rotated Secret).
+    Restart { deployment: String },
 }
 
 pub async fn run(args: CtlArgs) -> i32 {
@@ -87,7 +91,7 @@ async fn run_inner(args: CtlArgs) -> Result<i32, String> {
     let path = envfile::find(args.config.as_deref()).ok_or("no environments file: pass --config FILE, create ./signalbox.toml (see examples/signalbox.toml), or start `signalbox sandbox`, which writes one")?;
     let cfg = envfile::load(&path)?;
     let def = pick_env(&cfg, args.env.as_deref())?;
-    let env = Env::connect(def)?;
+    let env = Env::connect_in(def, &cfg.environments)?;
     let actor = args
         .actor
         .clone()
@@ -100,6 +104,17 @@ async fn run_inner(args: CtlArgs) -> Result<i32, String> {
     );
 
     let action = match args.command {
+        CtlCommand::Status if env.backend.as_kube().is_some() => {
+            let Some(k) = env.backend.as_kube() else {
+                return Err("not a Kubernetes environment".into());
+            };
+            let v = k
+                .view()
+                .await
+                .map_err(|e| format!("{}: {e}", env.def.name))?;
+            print_kube_status(&env, &v, args.output);
+            return Ok(EXIT_OK);
+        }
         CtlCommand::Status => {
             let s = env
                 .backend
@@ -160,6 +175,8 @@ async fn run_inner(args: CtlArgs) -> Result<i32, String> {
         },
         CtlCommand::Rollback { to } => Action::Rollback { to },
         CtlCommand::Rollforward => Action::Rollforward,
+        CtlCommand::RolloutUndo { deployment } => Action::RolloutUndo { deployment },
+        CtlCommand::Restart { deployment } => Action::Restart { deployment },
     };
 
     let plan = match control::plan(&env, action, args.force.as_deref(), chrono::Utc::now()).await {
@@ -254,7 +271,11 @@ fn confirm(plan: &Plan) -> Confirmed {
 }
 
 fn print_plan(plan: &Plan) {
-    println!("env:     {} (revision {})", plan.env, plan.base_revision);
+    if plan.base_revision > 0 {
+        println!("env:     {} (revision {})", plan.env, plan.base_revision);
+    } else {
+        println!("env:     {}", plan.env);
+    }
     println!("action:  {}", plan.description);
     println!("before:  {}", plan.before);
     println!("after:   {}", plan.after);
@@ -288,9 +309,10 @@ fn finish(plan: &Plan, r: &Report, output: Output) {
         ),
         Output::Text => {
             let what = match r.outcome {
-                Outcome::Applied => {
-                    format!("applied as revision {}", r.revision.unwrap_or_default())
-                }
+                Outcome::Applied => match r.revision {
+                    Some(n) => format!("applied as revision {n}"),
+                    None => "applied".into(),
+                },
                 Outcome::Refused => "refused".into(),
                 Outcome::Cancelled => "cancelled".into(),
                 Outcome::Conflict => "conflict".into(),
@@ -489,6 +511,123 @@ fn print_status(
                 },
                 f.default_variant.as_deref().unwrap_or("-"),
                 if f.has_targeting { "yes" } else { "no" }
+            );
+        }
+    }
+}
+
+fn print_kube_status(env: &Env, v: &crate::domain::kube::KubeView, output: Output) {
+    if output == Output::Json {
+        println!(
+            "{}",
+            json!({"env": env.def.name, "address": env.backend.address(), "kubernetes": v, "state": v.to_gateway_status()})
+        );
+        return;
+    }
+    println!("{}  {}", env.def.name, env.backend.address());
+    println!();
+    println!(
+        "{:<22} {:<8} {:<11} {:<13} {:>4}  IMAGES",
+        "DEPLOYMENT", "TRACK", "READY/AVAIL", "ROLLOUT", "REV"
+    );
+    for d in &v.deployments {
+        let r = d.replicas;
+        println!(
+            "{:<22} {:<8} {:<11} {:<13} {:>4}  {}",
+            trunc(&d.name, 22),
+            d.track.as_deref().unwrap_or("-"),
+            format!("{}/{}/{}", r.ready, r.available, r.desired),
+            d.rollout.label(),
+            d.revision.map_or("-".to_string(), |n| n.to_string()),
+            d.images_text()
+        );
+    }
+    println!();
+    println!("{:<22} {:<14} SELECTOR", "SERVICE", "LIVE");
+    for s in &v.services {
+        let sel = s
+            .selector
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let live = match &s.blue_green {
+            Some(bg) => format!(
+                "{} (of {})",
+                bg.live,
+                bg.sides.keys().cloned().collect::<Vec<_>>().join("/")
+            ),
+            None => "-".into(),
+        };
+        println!(
+            "{:<22} {:<14} {}",
+            trunc(&s.name, 22),
+            trunc(&live, 14),
+            sel
+        );
+    }
+    println!();
+    println!("{:<22} {:<24} SPLIT", "HTTPROUTE", "PATHS");
+    for r in &v.routes {
+        for (i, rule) in r.rules.iter().enumerate() {
+            let paths = rule
+                .path_prefixes
+                .iter()
+                .chain(&rule.exact_paths)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(",");
+            println!(
+                "{:<22} {:<24} {}",
+                trunc(&r.rule_name(i), 22),
+                trunc(&paths, 24),
+                crate::domain::action::weights_text(&rule.split())
+            );
+        }
+    }
+    println!();
+    match &v.flags {
+        None => println!("flags: no ConfigMap {:?}", env.def.kube.flags_config_map),
+        Some(f) => match &f.flags {
+            Err(e) => println!("flags: configmap {:?}: {e}", f.config_map),
+            Ok(flags) => {
+                println!(
+                    "{:<24} {:<9} DEFAULT   (configmap {}, key {})",
+                    "FLAG", "STATE", f.config_map, f.key
+                );
+                for fl in flags {
+                    println!(
+                        "{:<24} {:<9} {}",
+                        trunc(&fl.key, 24),
+                        if fl.state == FlagState::Enabled {
+                            "on"
+                        } else {
+                            "off"
+                        },
+                        fl.default_variant.as_deref().unwrap_or("-")
+                    );
+                }
+            }
+        },
+    }
+    if !v.secrets.is_empty() {
+        println!();
+        println!("{:<24} {:<20} {:<22} PROBLEMS", "SECRET", "CREATED", "KEYS");
+        for s in &v.secrets {
+            let problems = if !s.exists {
+                "MISSING".to_string()
+            } else if s.missing_keys.is_empty() {
+                "-".to_string()
+            } else {
+                format!("missing keys: {}", s.missing_keys.join(", "))
+            };
+            println!(
+                "{:<24} {:<20} {:<22} {}",
+                trunc(&s.name, 24),
+                s.created
+                    .map_or("-".to_string(), |t| t.format("%Y-%m-%d %H:%M").to_string()),
+                trunc(&s.keys.join(","), 22),
+                problems
             );
         }
     }

@@ -1,4 +1,5 @@
-//! How the cockpit reaches an environment. Today: a signalbox gateway's admin API.
+//! How the cockpit reaches an environment: a signalbox gateway's admin API, or a Kubernetes
+//! namespace ([`crate::k8s::KubeBackend`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,6 +20,12 @@ pub enum BackendError {
     Rejected(String),
     #[error("not authorised: {0}")]
     Unauthorized(String),
+    /// RBAC said no; the message names the verb and resource.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The object changed after it was read (a Kubernetes 409, or a newer resourceVersion).
+    #[error("{0}")]
+    Changed(String),
     #[error("cannot reach {addr}: {error}")]
     Unreachable { addr: String, error: String },
     #[error("{0}")]
@@ -41,6 +48,65 @@ pub enum Request {
         to: u64,
     },
     Rollforward,
+    /// A change to a Kubernetes object.
+    Kube(crate::k8s::KubeChange),
+}
+
+/// An environment's backend.
+pub enum Backend {
+    Gateway(GatewayBackend),
+    Kube(Box<crate::k8s::KubeBackend>),
+}
+
+impl Backend {
+    /// Where it is: the admin URL, or `kube://CONTEXT/NAMESPACE`.
+    pub fn address(&self) -> String {
+        match self {
+            Self::Gateway(g) => g.address().to_string(),
+            Self::Kube(k) => k.address(),
+        }
+    }
+
+    /// The state in the gateway's shape (for Kubernetes: HTTPRoutes and blue-green Services
+    /// as routes, Services and Deployments as upstreams, the flags ConfigMap's flags).
+    pub async fn status(&self) -> Result<GatewayStatus, BackendError> {
+        match self {
+            Self::Gateway(g) => g.status().await,
+            Self::Kube(k) => Ok(k.view().await?.to_gateway_status()),
+        }
+    }
+
+    pub async fn revision(&self, n: u64) -> Result<RevisionRecord, BackendError> {
+        match self {
+            Self::Gateway(g) => g.revision(n).await,
+            Self::Kube(_) => Err(BackendError::Rejected(
+                "a Kubernetes environment has no gateway revision history; each Deployment has its own (`ctl rollout-undo DEPLOYMENT`)".into(),
+            )),
+        }
+    }
+
+    pub async fn revisions(&self) -> Result<Vec<RevisionInfo>, BackendError> {
+        match self {
+            Self::Gateway(g) => g.revisions().await,
+            Self::Kube(_) => Err(BackendError::Rejected(
+                "a Kubernetes environment has no gateway revision history; each Deployment has its own (`ctl rollout-undo DEPLOYMENT`)".into(),
+            )),
+        }
+    }
+
+    pub fn as_gateway(&self) -> Option<&GatewayBackend> {
+        match self {
+            Self::Gateway(g) => Some(g),
+            Self::Kube(_) => None,
+        }
+    }
+
+    pub fn as_kube(&self) -> Option<&crate::k8s::KubeBackend> {
+        match self {
+            Self::Kube(k) => Some(k),
+            Self::Gateway(_) => None,
+        }
+    }
 }
 
 pub struct GatewayBackend {
@@ -154,6 +220,13 @@ impl GatewayBackend {
                 .req(Method::POST, "/admin/rollback")
                 .json(&json!({"to": to})),
             Request::Rollforward => self.req(Method::POST, "/admin/rollforward"),
+            Request::Kube(c) => {
+                return Err(BackendError::Rejected(format!(
+                    "{} is a gateway; it cannot change {}",
+                    self.base,
+                    c.object()
+                )));
+            }
         };
         let rb = rb
             .header("if-match", format!("\"{if_match}\""))

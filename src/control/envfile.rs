@@ -47,12 +47,33 @@ pub struct SandboxRef {
 #[serde(deny_unknown_fields)]
 pub struct EnvDef {
     pub name: String,
-    /// The gateway admin API, e.g. `http://127.0.0.1:9080`.
+    /// What the environment is: a signalbox gateway (default) or a Kubernetes namespace.
+    #[serde(default)]
+    pub kind: EnvKind,
+    /// The gateway admin API, e.g. `http://127.0.0.1:9080` (gateway environments).
+    #[serde(default)]
     pub admin_url: String,
     /// Where clients reach the gateway, e.g. `https://api.stage.example.com`; runbook
     /// smoke tests send their requests here.
     #[serde(default)]
     pub gateway_url: Option<String>,
+    /// Kubernetes: the kubeconfig context (default: the current one).
+    #[serde(default)]
+    pub context: Option<String>,
+    /// Kubernetes: the namespace (required for `kind = "kubernetes"`).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Kubernetes: the kubeconfig file (default: `$KUBECONFIG`, `~/.kube/config`, then
+    /// in-cluster).
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The environment a release is promoted from: a blue-green flip here must run the
+    /// image that environment runs.
+    #[serde(default)]
+    pub promote_from: Option<String>,
+    /// Kubernetes: labels and names (`[environments.kube]`).
+    #[serde(default)]
+    pub kube: crate::k8s::KubeSettings,
     #[serde(default)]
     pub token_env: Option<String>,
     #[serde(default)]
@@ -75,7 +96,28 @@ pub struct EnvDef {
     pub metrics: Option<crate::metrics::MetricsSourceConfig>,
 }
 
+/// What kind of backend an environment has.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum EnvKind {
+    #[default]
+    Gateway,
+    Kubernetes,
+}
+
 impl EnvDef {
+    /// Where the environment is, for headers and messages.
+    pub fn address(&self) -> String {
+        match self.kind {
+            EnvKind::Gateway => self.admin_url.clone(),
+            EnvKind::Kubernetes => format!(
+                "kube://{}/{}",
+                self.context.as_deref().unwrap_or("(current context)"),
+                self.namespace.as_deref().unwrap_or("?")
+            ),
+        }
+    }
+
     /// The configured metrics source, or a scrape of the gateway's own `/metrics`.
     pub fn metrics_source(&self) -> crate::metrics::MetricsSourceConfig {
         self.metrics.clone().unwrap_or_else(|| {
@@ -172,9 +214,30 @@ impl CockpitConfig {
                     e.name
                 ));
             }
-            if !(e.admin_url.starts_with("http://") || e.admin_url.starts_with("https://")) {
+            match e.kind {
+                EnvKind::Gateway => {
+                    if !(e.admin_url.starts_with("http://") || e.admin_url.starts_with("https://"))
+                    {
+                        return Err(format!(
+                            "environment {:?}: admin_url must start with http:// or https://",
+                            e.name
+                        ));
+                    }
+                }
+                EnvKind::Kubernetes => {
+                    if e.namespace.as_deref().is_none_or(str::is_empty) {
+                        return Err(format!(
+                            "environment {:?}: kind = \"kubernetes\" needs namespace = \"...\"",
+                            e.name
+                        ));
+                    }
+                }
+            }
+            if let Some(src) = &e.promote_from
+                && (src == &e.name || !self.environments.iter().any(|x| &x.name == src))
+            {
                 return Err(format!(
-                    "environment {:?}: admin_url must start with http:// or https://",
+                    "environment {:?}: promote_from = {src:?} is not another environment in this file",
                     e.name
                 ));
             }
@@ -283,6 +346,42 @@ mod tests {
         .unwrap();
         let e = load(&p).unwrap_err();
         assert!(e.contains("bad.toml:4:"), "{e}");
+    }
+
+    #[test]
+    fn kubernetes_environments() {
+        let text = r#"
+[[environments]]
+name = "stage"
+kind = "kubernetes"
+context = "stage-eu"
+namespace = "shop"
+
+[[environments]]
+name = "prod"
+kind = "kubernetes"
+namespace = "shop"
+promote_from = "stage"
+[environments.kube]
+track_label = "track"
+flags_config_map = "flags"
+"#;
+        let cfg: CockpitConfig = toml::from_str(text).unwrap();
+        cfg.validate().unwrap();
+        let prod = cfg.env("prod").unwrap();
+        assert_eq!(prod.kind, EnvKind::Kubernetes);
+        assert_eq!(prod.kube.track_label, "track");
+        assert_eq!(prod.kube.selector, "app.kubernetes.io/part-of");
+        assert_eq!(cfg.env("stage").unwrap().address(), "kube://stage-eu/shop");
+
+        let no_ns: CockpitConfig =
+            toml::from_str("[[environments]]\nname = \"x\"\nkind = \"kubernetes\"\n").unwrap();
+        assert!(no_ns.validate().unwrap_err().contains("namespace"));
+        let bad_src: CockpitConfig = toml::from_str(
+            "[[environments]]\nname = \"x\"\nkind = \"kubernetes\"\nnamespace = \"a\"\npromote_from = \"qa\"\n",
+        )
+        .unwrap();
+        assert!(bad_src.validate().unwrap_err().contains("qa"));
     }
 
     #[test]

@@ -15,8 +15,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use self::audit::{AuditEntry, Journal};
-use self::backend::{BackendError, GatewayBackend, Request};
-use self::envfile::{ConfirmPolicy, EnvDef};
+use self::backend::{Backend, BackendError, GatewayBackend, Request};
+use self::envfile::{ConfirmPolicy, EnvDef, EnvKind};
 use crate::domain::action::weights_text;
 use crate::domain::status::flip_target;
 use crate::domain::{Action, Check, FaultSpec, FlagState, GatewayStatus, Outcome};
@@ -25,14 +25,53 @@ use crate::gateway::secrets;
 /// One environment the cockpit can act on.
 pub struct Env {
     pub def: EnvDef,
-    pub backend: GatewayBackend,
+    pub backend: Backend,
+    /// The `promote_from` environment, or why it cannot be reached.
+    pub source: Option<Result<Box<Env>, String>>,
     /// The sandbox control API, when the environment is part of a `signalbox sandbox`.
     pub sandbox: Option<sandbox::SandboxClient>,
 }
 
 impl Env {
-    /// Resolves the token reference; the token itself is never shown.
+    /// An environment on its own (no `promote_from` comparison possible).
     pub fn connect(def: EnvDef) -> Result<Self, String> {
+        Self::connect_in(def, &[])
+    }
+
+    /// An environment, with its `promote_from` environment looked up in `all`.
+    pub fn connect_in(def: EnvDef, all: &[EnvDef]) -> Result<Self, String> {
+        let source = def.promote_from.as_ref().map(|name| {
+            all.iter()
+                .find(|d| &d.name == name && d.name != def.name)
+                .ok_or_else(|| format!("promote_from environment {name:?} is not defined"))
+                .and_then(|d| Self::connect_in(d.clone(), &[]))
+                .map(Box::new)
+        });
+        let backend = match def.kind {
+            EnvKind::Gateway => Backend::Gateway(Self::gateway(&def)?),
+            EnvKind::Kubernetes => {
+                let source = match &def.kubeconfig {
+                    Some(p) => crate::k8s::client::KubeconfigSource::File(p.clone()),
+                    None => crate::k8s::client::KubeconfigSource::Default,
+                };
+                Backend::Kube(Box::new(crate::k8s::KubeBackend::new(
+                    source,
+                    def.context.clone(),
+                    def.namespace.clone().unwrap_or_default(),
+                    def.kube.clone(),
+                )))
+            }
+        };
+        Ok(Self {
+            backend,
+            source,
+            def,
+            sandbox: None,
+        })
+    }
+
+    /// Resolves the token reference; the token itself is never shown.
+    fn gateway(def: &EnvDef) -> Result<GatewayBackend, String> {
         let token = match (&def.token_env, &def.token_file) {
             (Some(e), _) => Some(
                 secrets::resolve(&crate::gateway::config::SecretRef::Env(e.clone()))
@@ -44,11 +83,7 @@ impl Env {
             ),
             (None, None) => None,
         };
-        Ok(Self {
-            backend: GatewayBackend::new(&def.admin_url, token),
-            def,
-            sandbox: None,
-        })
+        Ok(GatewayBackend::new(&def.admin_url, token))
     }
 
     /// Lets fault actions reach the sandbox at `control_url`.
@@ -114,7 +149,14 @@ pub async fn plan(
     force: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Plan, PlanError> {
-    let status = env.backend.status().await?;
+    let view = match &env.backend {
+        Backend::Kube(k) => Some(k.view().await?),
+        Backend::Gateway(_) => None,
+    };
+    let status = match &view {
+        Some(v) => v.to_gateway_status(),
+        None => env.backend.status().await?,
+    };
     let mut checks = Vec::new();
     let def = &env.def;
     checks.push(if def.read_only {
@@ -200,14 +242,66 @@ pub async fn plan(
             request: None,
         });
     }
-    let (request, before, after) = match &action {
-        Action::SetFault { .. } => {
+    let (request, before, after) = match (&action, &view) {
+        (Action::SetFault { .. }, _) => {
             return Err(PlanError::Invalid("fault actions are planned above".into()));
         }
-        Action::SetSplit { route, weights } => {
+        (Action::Rollback { .. } | Action::Rollforward, Some(_)) => {
+            return Err(PlanError::Invalid(format!(
+                "{} is a Kubernetes environment: it has no gateway revisions; use `ctl rollout-undo DEPLOYMENT`",
+                def.name
+            )));
+        }
+        (Action::RolloutUndo { .. } | Action::Restart { .. }, None) => {
+            return Err(PlanError::Invalid(format!(
+                "{} is a gateway environment; rollout undo and restart act on Kubernetes Deployments",
+                def.name
+            )));
+        }
+        (Action::RolloutUndo { deployment }, Some(v)) => {
+            let Backend::Kube(k) = &env.backend else {
+                return Err(PlanError::Invalid("not a Kubernetes environment".into()));
+            };
+            if v.deployment(deployment).is_none() {
+                return Err(PlanError::Invalid(format!(
+                    "no deployment {deployment:?} in {}",
+                    def.name
+                )));
+            }
+            let (rev, images) = k.undo_target(deployment).await.map_err(|e| match e {
+                BackendError::Rejected(m) => PlanError::Invalid(m),
+                other => other.into(),
+            })?;
+            let (change, before, after, more) =
+                crate::k8s::plan::rollout_undo(v, deployment, rev, &images)
+                    .map_err(PlanError::Invalid)?;
+            checks.extend(more);
+            (Request::Kube(change), before, after)
+        }
+        (Action::Restart { deployment }, Some(v)) => {
+            let (change, before, after, more) =
+                crate::k8s::plan::restart(v, deployment, &now.to_rfc3339())
+                    .map_err(PlanError::Invalid)?;
+            checks.extend(more);
+            (Request::Kube(change), before, after)
+        }
+        (Action::SetFlag { .. }, Some(v)) if v.flags.as_ref().is_none_or(|f| f.flags.is_err()) => {
+            return Err(PlanError::Invalid(match &v.flags {
+                None => format!(
+                    "{} has no flags ConfigMap {:?} in namespace {:?}",
+                    def.name, def.kube.flags_config_map, v.namespace
+                ),
+                Some(f) => format!(
+                    "configmap {:?}: {}",
+                    f.config_map,
+                    f.flags.as_ref().err().cloned().unwrap_or_default()
+                ),
+            }));
+        }
+        (Action::SetSplit { route, weights }, _) => {
             split_plan(&status, route, weights.clone(), def, &mut checks)?
         }
-        Action::SetCanary { route, percent } => {
+        (Action::SetCanary { route, percent }, _) => {
             let r = status
                 .route(route)
                 .ok_or_else(|| PlanError::Invalid(format!("no route {route:?} in {}", def.name)))?;
@@ -241,10 +335,19 @@ pub async fn plan(
             }
             split_plan(&status, route, weights, def, &mut checks)?
         }
-        Action::Flip { route, to } => {
+        (Action::Flip { route, to }, _) => {
             let r = status
                 .route(route)
                 .ok_or_else(|| PlanError::Invalid(format!("no route {route:?} in {}", def.name)))?;
+            // On Kubernetes a blue-green side may be named by its track (`green`).
+            let to = match (to, view.as_ref().and_then(|v| v.service(route))) {
+                (Some(t), Some(svc)) => svc
+                    .blue_green
+                    .as_ref()
+                    .and_then(|bg| bg.sides.get(t).cloned())
+                    .or(Some(t.clone())),
+                (t, _) => t.clone(),
+            };
             let target = flip_target(&r.split, to.as_deref()).map_err(PlanError::Invalid)?;
             let weights = r
                 .split
@@ -253,11 +356,14 @@ pub async fn plan(
                 .collect();
             split_plan(&status, route, weights, def, &mut checks)?
         }
-        Action::SetFlag {
-            key,
-            state,
-            variant,
-        } => {
+        (
+            Action::SetFlag {
+                key,
+                state,
+                variant,
+            },
+            _,
+        ) => {
             let f = status
                 .flag(key)
                 .ok_or_else(|| PlanError::Invalid(format!("no flag {key:?} in {}", def.name)))?;
@@ -291,7 +397,7 @@ pub async fn plan(
                 after,
             )
         }
-        Action::Rollback { to } => {
+        (Action::Rollback { to }, _) => {
             let target = to.unwrap_or(status.revision.saturating_sub(1));
             if target == 0 || target == status.revision {
                 return Err(PlanError::Invalid(format!(
@@ -299,7 +405,10 @@ pub async fn plan(
                     status.revision
                 )));
             }
-            let rec = env.backend.revision(target).await.map_err(|e| match e {
+            let Backend::Gateway(gw) = &env.backend else {
+                return Err(PlanError::Invalid("not a gateway environment".into()));
+            };
+            let rec = gw.revision(target).await.map_err(|e| match e {
                 BackendError::Rejected(_) => {
                     PlanError::Invalid(format!("revision {target} is not in the history"))
                 }
@@ -321,7 +430,7 @@ pub async fn plan(
             let after = format!("revision {target}: {a}");
             (Request::Rollback { to: target }, before, after)
         }
-        Action::Rollforward => {
+        (Action::Rollforward, _) => {
             let revs = env.backend.revisions().await?;
             let head = revs.iter().find(|r| r.number == status.revision);
             let Some(crate::domain::Change::Rollback { from, .. }) = head.map(|h| &h.change) else {
@@ -329,7 +438,10 @@ pub async fn plan(
                     "nothing to roll forward: the current revision is not a rollback".into(),
                 ));
             };
-            let rec = env.backend.revision(*from).await?;
+            let Backend::Gateway(gw) = &env.backend else {
+                return Err(PlanError::Invalid("not a gateway environment".into()));
+            };
+            let rec = gw.revision(*from).await?;
             let (b, a) = changed_splits(
                 status.routes.iter().map(|r| (&r.name, &r.split)).collect(),
                 rec.config
@@ -342,6 +454,41 @@ pub async fn plan(
             let after = format!("revision {from}: {a}");
             (Request::Rollforward, before, after)
         }
+    };
+    // On Kubernetes, the split or flag worked out above becomes a patch of the object that
+    // holds it, planned against that object's resourceVersion.
+    let request = match (request, &view) {
+        (Request::SetSplit { route, weights }, Some(v)) => {
+            let source_view = match (
+                &env.source,
+                v.service(&route).and_then(|s| s.blue_green.as_ref()),
+            ) {
+                (Some(src), Some(_)) => Some(source_view(src).await),
+                _ => None,
+            };
+            let source = match (&def.promote_from, &source_view) {
+                (Some(name), Some(r)) => Some(crate::k8s::plan::Source {
+                    env: name,
+                    view: r.as_ref().map_err(Clone::clone),
+                }),
+                _ => None,
+            };
+            Request::Kube(
+                crate::k8s::plan::from_split(v, &route, &weights, source, &mut checks)
+                    .map_err(PlanError::Invalid)?,
+            )
+        }
+        (
+            Request::SetFlag {
+                key,
+                state,
+                variant,
+            },
+            Some(v),
+        ) => Request::Kube(
+            crate::k8s::plan::from_flag(v, &key, state, variant).map_err(PlanError::Invalid)?,
+        ),
+        (r, _) => r,
     };
     Ok(Plan {
         env: def.name.clone(),
@@ -391,6 +538,20 @@ fn changed_splits<'a>(now: Splits<'a>, then: Splits<'a>) -> (String, String) {
         return (same.clone(), same);
     }
     (before.join("; "), after.join("; "))
+}
+
+/// The promote_from environment's namespace, or why it cannot be read.
+async fn source_view(
+    src: &Result<Box<Env>, String>,
+) -> Result<crate::domain::kube::KubeView, String> {
+    let env = src.as_ref().map_err(Clone::clone)?;
+    match &env.backend {
+        Backend::Kube(k) => k.view().await.map_err(|e| e.to_string()),
+        Backend::Gateway(_) => Err(format!(
+            "{} is not a Kubernetes environment, so its images cannot be compared",
+            env.def.name
+        )),
+    }
 }
 
 fn split_plan(
@@ -554,8 +715,83 @@ async fn apply_fault(
     }
 }
 
+/// A backend error as the outcome of a change.
+fn failed(env: &Env, e: BackendError) -> Report {
+    let (outcome, error) = match e {
+        BackendError::Changed(m) => (Outcome::Conflict, m),
+        BackendError::Conflict { current } => (
+            Outcome::Conflict,
+            format!(
+                "changed by someone else: {} is now at revision {current}; look again and retry",
+                env.def.name
+            ),
+        ),
+        BackendError::Rejected(m) | BackendError::Forbidden(m) => (Outcome::Refused, m),
+        other => (Outcome::Failed, other.to_string()),
+    };
+    Report {
+        outcome,
+        revision: None,
+        error: Some(error),
+        state: None,
+    }
+}
+
+async fn apply_and_verify_kube(
+    env: &Env,
+    k: &crate::k8s::KubeBackend,
+    change: &crate::k8s::KubeChange,
+    actor: &str,
+) -> Report {
+    let rv = match k.apply(change, actor).await {
+        Ok(rv) => rv,
+        Err(e) => return failed(env, e),
+    };
+    let state = env.backend.status().await.ok();
+    match k.verify(change).await {
+        Ok(true) => Report {
+            outcome: Outcome::Applied,
+            revision: None,
+            error: None,
+            state,
+        },
+        Ok(false) => Report {
+            outcome: Outcome::Unverified,
+            revision: None,
+            error: Some(format!(
+                "{} was patched (resourceVersion {rv}), but reading it back did not show the change",
+                change.object()
+            )),
+            state,
+        },
+        Err(e) => Report {
+            outcome: Outcome::Unverified,
+            revision: None,
+            error: Some(format!(
+                "{} was patched (resourceVersion {rv}), but it could not be read back: {e}",
+                change.object()
+            )),
+            state,
+        },
+    }
+}
+
 async fn apply_and_verify(env: &Env, req: &Request, base: u64, actor: &str) -> Report {
-    let result = match env.backend.apply(req, base, actor).await {
+    let gw = match (&env.backend, req) {
+        (Backend::Kube(k), Request::Kube(change)) => {
+            return apply_and_verify_kube(env, k, change, actor).await;
+        }
+        (Backend::Gateway(g), _) => g,
+        (Backend::Kube(_), _) => {
+            return Report {
+                outcome: Outcome::Failed,
+                revision: None,
+                error: Some("a Kubernetes environment takes only Kubernetes changes".into()),
+                state: None,
+            };
+        }
+    };
+    let result = match gw.apply(req, base, actor).await {
         Ok(r) => r,
         Err(BackendError::Conflict { current }) => {
             return Report {
@@ -607,6 +843,7 @@ async fn apply_and_verify(env: &Env, req: &Request, base: u64, actor: &str) -> R
                     Request::Rollback { .. } | Request::Rollforward => {
                         s.config_hash == result.state.config_hash
                     }
+                    Request::Kube(_) => false,
                 };
             (took, Some(s))
         }

@@ -38,6 +38,10 @@ pub enum Action {
     /// Sandbox only: give the service behind `upstream` (`service-version`) these faults;
     /// all-zero clears them.
     SetFault { upstream: String, faults: FaultSpec },
+    /// Kubernetes: restore a Deployment's previous pod template (`kubectl rollout undo`).
+    RolloutUndo { deployment: String },
+    /// Kubernetes: replace every pod of a Deployment (the restartedAt annotation).
+    Restart { deployment: String },
 }
 
 /// Faults for one sandbox service version (percent rather than a ratio keeps `Action` `Eq`).
@@ -127,6 +131,10 @@ impl fmt::Display for Action {
                 write!(f, "clear faults of {upstream}")
             }
             Action::SetFault { upstream, faults } => write!(f, "inject {faults} into {upstream}"),
+            Action::RolloutUndo { deployment } => {
+                write!(f, "undo the last rollout of {deployment}")
+            }
+            Action::Restart { deployment } => write!(f, "restart {deployment}"),
         }
     }
 }

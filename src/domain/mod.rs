@@ -1,6 +1,7 @@
 //! Pure domain types shared by every part of signalbox. Nothing in here does I/O.
 
 pub mod action;
+pub mod kube;
 pub mod metrics;
 pub mod secret;
 pub mod status;

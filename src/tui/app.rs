@@ -1151,8 +1151,14 @@ pub(crate) mod tests {
     pub fn def(name: &str, confirm: ConfirmPolicy, read_only: bool) -> EnvDef {
         EnvDef {
             name: name.into(),
+            kind: Default::default(),
             admin_url: format!("http://127.0.0.1:9{}", name.len()),
             gateway_url: None,
+            context: None,
+            namespace: None,
+            kubeconfig: None,
+            promote_from: None,
+            kube: Default::default(),
             token_env: None,
             token_file: None,
             confirm,

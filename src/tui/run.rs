@@ -411,7 +411,7 @@ pub async fn run(cfg: CockpitConfig, opts: TuiOptions) -> anyhow::Result<i32> {
         let (poller, forward) = spawn_metrics(i, def, tx.clone());
         metrics.push((poller, CanaryRoles::default()));
         pollers.extend(forward);
-        match Env::connect(def.clone()) {
+        match Env::connect_in(def.clone(), &cfg.environments) {
             Ok(env) => {
                 let env = match &sandbox_url {
                     Some(url) => env.with_sandbox(url),

@@ -79,7 +79,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         format!("{} {conn}", health_symbol(h)),
         health_style(h, theme),
     ));
-    line.push(Span::styled(format!("  {}", env.def.admin_url), theme.dim));
+    line.push(Span::styled(format!("  {}", env.def.address()), theme.dim));
     if let Some(s) = &env.status {
         line.push(Span::styled(format!("  rev {}", s.revision), theme.accent));
     }

@@ -63,7 +63,7 @@ fn body_area(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
                 f,
                 area,
                 theme,
-                &format!("connecting to {} …", env.def.admin_url),
+                &format!("connecting to {} …", env.def.address()),
             ),
         }
         return;

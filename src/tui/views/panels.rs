@@ -44,7 +44,7 @@ pub fn dead_backend(f: &mut Frame, area: Rect, env: &EnvState, error: &str, them
         Line::raw(""),
         Line::from(vec![
             Span::styled("admin API: ", theme.dim),
-            Span::styled(env.def.admin_url.clone(), theme.base),
+            Span::styled(env.def.address(), theme.base),
         ]),
         Line::from(vec![
             Span::styled("error:     ", theme.dim),
