@@ -476,7 +476,11 @@ impl App {
         }
     }
 
+    /// Installs the keymap; its `[keys]` warnings become toasts (and stay in the help overlay).
     pub fn with_keymap(mut self, keymap: Keymap) -> Self {
+        for w in &keymap.warnings {
+            self.toast(ToastKind::Failure, format!("config: {w}"));
+        }
         self.keymap = keymap;
         self
     }
@@ -1852,5 +1856,36 @@ pub(crate) mod tests {
         assert!(p("quit now").unwrap_err().contains("takes no arguments"));
         assert!(p("").is_err());
         assert_eq!(p("view envs"), Ok(Intent::View(View::Environments)));
+    }
+
+    #[test]
+    fn a_bad_keys_entry_is_a_toast_and_the_good_override_still_works() {
+        let o: std::collections::BTreeMap<String, keymap::KeySpec> = [
+            ("flip".to_string(), keymap::KeySpec::One("b".into())),
+            ("canary_up".to_string(), keymap::KeySpec::One("f13".into())),
+        ]
+        .into();
+        let mut app = app_with(vec![def("dev", ConfirmPolicy::None, false)], false)
+            .with_keymap(Keymap::with_overrides(&o));
+        assert!(
+            app.toasts
+                .iter()
+                .any(|t| t.kind == ToastKind::Failure && t.text.contains("keys.canary_up")),
+            "{:?}",
+            app.toasts
+        );
+        // The rebound flip plans; canary_up kept its default `+`.
+        let cmds = keys(&mut app, &[Key::Char('b')]);
+        assert!(
+            matches!(cmds.as_slice(), [Command::Plan { .. }]),
+            "{cmds:?}"
+        );
+        let mut app = app_with(vec![def("dev", ConfirmPolicy::None, false)], false)
+            .with_keymap(Keymap::with_overrides(&o));
+        let cmds = keys(&mut app, &[Key::Down, Key::Char('+')]);
+        assert!(
+            matches!(cmds.as_slice(), [Command::Plan { .. }]),
+            "{cmds:?}"
+        );
     }
 }

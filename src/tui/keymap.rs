@@ -251,6 +251,8 @@ const DEFAULTS: &[Preset] = &[
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Keymap {
     pub bindings: Vec<Binding>,
+    /// Problems with the `[keys]` table; each bad entry was skipped.
+    pub warnings: Vec<String>,
 }
 
 impl Default for Keymap {
@@ -270,6 +272,7 @@ impl Default for Keymap {
                     scope: d.scope,
                 })
                 .collect(),
+            warnings: Vec::new(),
         }
     }
 }
@@ -277,14 +280,19 @@ impl Default for Keymap {
 pub use crate::control::envfile::KeySpec;
 
 impl Keymap {
-    /// The defaults with `overrides` (action name → keys) applied. Every problem is
-    /// reported at once: unknown actions, unparsable keys, and a key bound to two actions.
-    pub fn with_overrides(overrides: &BTreeMap<String, KeySpec>) -> Result<Self, String> {
+    /// The defaults with `overrides` (action name → keys) applied. A bad entry (unknown
+    /// action, unparsable key, a key another action already has) is skipped, never fatal:
+    /// that action keeps its default keys and the problem lands in `warnings`, so one typo
+    /// in the config cannot lock an on-call engineer out of the cockpit.
+    pub fn with_overrides(overrides: &BTreeMap<String, KeySpec>) -> Self {
         let mut map = Self::default();
-        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        let mut applied: Vec<&'static str> = Vec::new();
         for (name, spec) in overrides {
             if name == "env_by_number" {
-                errors.push("keys.env_by_number: the digits 1-9 cannot be rebound".to_string());
+                warnings.push(
+                    "keys.env_by_number: the digits 1-9 cannot be rebound (ignored)".to_string(),
+                );
                 continue;
             }
             let Some(b) = map.bindings.iter_mut().find(|b| b.name == name) else {
@@ -293,8 +301,8 @@ impl Keymap {
                     .map(|d| d.name)
                     .filter(|n| *n != "env_by_number")
                     .collect();
-                errors.push(format!(
-                    "keys.{name}: no such action (known: {})",
+                warnings.push(format!(
+                    "keys.{name}: no such action, ignored (known: {})",
                     known.join(", ")
                 ));
                 continue;
@@ -304,38 +312,64 @@ impl Keymap {
                 KeySpec::Many(v) => v.clone(),
             };
             if texts.is_empty() {
-                errors.push(format!("keys.{name}: give at least one key"));
+                warnings.push(format!(
+                    "keys.{name}: give at least one key (default {} kept)",
+                    b.label
+                ));
                 continue;
             }
-            let mut keys = Vec::new();
-            for t in &texts {
-                match Key::parse(t) {
-                    Ok(k) => keys.push(k),
-                    Err(e) => errors.push(format!("keys.{name}: {e}")),
+            let parsed: Result<Vec<Key>, String> = texts.iter().map(|t| Key::parse(t)).collect();
+            match parsed {
+                Ok(keys) => {
+                    b.label = keys.iter().map(|k| k.label()).collect::<Vec<_>>().join("/");
+                    b.keys = keys;
+                    applied.push(b.name);
                 }
-            }
-            b.label = keys.iter().map(|k| k.label()).collect::<Vec<_>>().join("/");
-            b.keys = keys;
-        }
-        let mut owner: BTreeMap<Key, &str> = BTreeMap::new();
-        for b in &map.bindings {
-            for k in &b.keys {
-                if let Some(prev) = owner.insert(*k, b.name)
-                    && prev != b.name
-                {
-                    errors.push(format!(
-                        "keys: {} is bound to both {prev} and {}",
-                        k.label(),
-                        b.name
-                    ));
-                }
+                Err(e) => warnings.push(format!("keys.{name}: {e} (default {} kept)", b.label)),
             }
         }
-        if errors.is_empty() {
-            Ok(map)
-        } else {
-            Err(format!("invalid [keys] table: {}", errors.join("; ")))
+        // Conflicts: revert an override that takes a key already held (the later one when
+        // both sides were overridden). Defaults never conflict, so this ends.
+        loop {
+            let mut owner: BTreeMap<Key, usize> = BTreeMap::new();
+            let mut clash = None;
+            'scan: for (i, b) in map.bindings.iter().enumerate() {
+                for k in &b.keys {
+                    if let Some(&j) = owner.get(k)
+                        && j != i
+                    {
+                        clash = Some((j, i, *k));
+                        break 'scan;
+                    }
+                    owner.insert(*k, i);
+                }
+            }
+            let Some((first, second, key)) = clash else {
+                break;
+            };
+            let overridden = |i: usize| applied.contains(&map.bindings[i].name);
+            let (loser, other) = if overridden(second) {
+                (second, first)
+            } else {
+                (first, second)
+            };
+            let name = map.bindings[loser].name;
+            let Some(d) = DEFAULTS.iter().find(|d| d.name == name) else {
+                break;
+            };
+            warnings.push(format!(
+                "keys.{name}: {} is already bound to {}, ignored (default {} kept)",
+                key.label(),
+                map.bindings[other].name,
+                d.label
+            ));
+            let b = &mut map.bindings[loser];
+            b.keys = d.keys.to_vec();
+            b.label = d.label.to_string();
+            applied.retain(|n| *n != name);
         }
+        map.warnings = warnings;
+        map
     }
 
     /// The binding a key triggers, if any (read-only filtering is the caller's).
@@ -451,10 +485,7 @@ mod tests {
 
     #[test]
     fn no_key_is_bound_twice_by_default() {
-        assert_eq!(
-            Keymap::with_overrides(&BTreeMap::new()),
-            Ok(Keymap::default())
-        );
+        assert_eq!(Keymap::with_overrides(&BTreeMap::new()), Keymap::default());
     }
 
     #[test]
@@ -481,7 +512,8 @@ mod tests {
             ),
         ]
         .into();
-        let m = Keymap::with_overrides(&o).unwrap();
+        let m = Keymap::with_overrides(&o);
+        assert!(m.warnings.is_empty(), "{:?}", m.warnings);
         assert_eq!(
             m.lookup(Key::Char('b')).map(|b| b.action),
             Some(KeyAction::Flip)
@@ -492,17 +524,79 @@ mod tests {
     }
 
     #[test]
-    fn conflicts_unknown_actions_and_bad_keys_are_all_reported() {
+    fn bad_entries_are_warned_about_and_the_good_ones_still_apply() {
         let o: BTreeMap<String, KeySpec> = [
             ("flip".to_string(), KeySpec::One("r".into())),
             ("fly".to_string(), KeySpec::One("y".into())),
             ("help".to_string(), KeySpec::One("f13".into())),
+            ("quit".to_string(), KeySpec::One("Q".into())),
+            ("env_by_number".to_string(), KeySpec::One("0".into())),
+            ("filter".to_string(), KeySpec::Many(vec![])),
         ]
         .into();
-        let e = Keymap::with_overrides(&o).unwrap_err();
-        assert!(e.contains("r is bound to both flip and rollback"), "{e}");
-        assert!(e.contains("keys.fly: no such action"), "{e}");
-        assert!(e.contains("\"f13\" is not a key"), "{e}");
+        let m = Keymap::with_overrides(&o);
+        let w = m.warnings.join("\n");
+        assert_eq!(m.warnings.len(), 5, "{w}");
+        assert!(
+            w.contains("keys.flip: r is already bound to rollback"),
+            "{w}"
+        );
+        assert!(w.contains("keys.fly: no such action"), "{w}");
+        assert!(w.contains("\"f13\" is not a key"), "{w}");
+        assert!(w.contains("keys.env_by_number"), "{w}");
+        assert!(w.contains("keys.filter: give at least one key"), "{w}");
+        // The valid override applies; the bad ones keep their defaults.
+        assert_eq!(
+            m.lookup(Key::Char('Q')).map(|b| b.action),
+            Some(KeyAction::Quit)
+        );
+        assert!(m.lookup(Key::Char('q')).is_none());
+        assert_eq!(
+            m.lookup(Key::Char('f')).map(|b| b.action),
+            Some(KeyAction::Flip)
+        );
+        assert_eq!(
+            m.lookup(Key::Char('r')).map(|b| b.action),
+            Some(KeyAction::Rollback)
+        );
+        assert_eq!(
+            m.lookup(Key::Char('?')).map(|b| b.action),
+            Some(KeyAction::Help)
+        );
+        assert_eq!(
+            m.lookup(Key::Char('/')).map(|b| b.action),
+            Some(KeyAction::Filter)
+        );
+    }
+
+    #[test]
+    fn a_swap_of_two_keys_is_no_conflict_and_a_clash_between_overrides_keeps_the_first() {
+        let swap: BTreeMap<String, KeySpec> = [
+            ("flip".to_string(), KeySpec::One("r".into())),
+            ("rollback".to_string(), KeySpec::One("f".into())),
+        ]
+        .into();
+        let m = Keymap::with_overrides(&swap);
+        assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+        assert_eq!(
+            m.lookup(Key::Char('r')).map(|b| b.action),
+            Some(KeyAction::Flip)
+        );
+        let clash: BTreeMap<String, KeySpec> = [
+            ("flip".to_string(), KeySpec::One("z".into())),
+            ("toggle_flag".to_string(), KeySpec::One("z".into())),
+        ]
+        .into();
+        let m = Keymap::with_overrides(&clash);
+        assert_eq!(m.warnings.len(), 1, "{:?}", m.warnings);
+        assert_eq!(
+            m.lookup(Key::Char('z')).map(|b| b.action),
+            Some(KeyAction::Flip)
+        );
+        assert_eq!(
+            m.lookup(Key::Char('t')).map(|b| b.action),
+            Some(KeyAction::ToggleFlag)
+        );
     }
 
     #[test]

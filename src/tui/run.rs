@@ -371,7 +371,11 @@ pub async fn run(cfg: CockpitConfig, opts: TuiOptions) -> anyhow::Result<i32> {
         theme::user_theme_dir().as_deref(),
     )
     .map_err(|e| anyhow!(e))?;
-    let keymap = Keymap::with_overrides(&cfg.keys).map_err(|e| anyhow!(e))?;
+    let keymap = Keymap::with_overrides(&cfg.keys);
+    // Before the TUI takes the terminal, so they stay readable after exit too.
+    for w in &keymap.warnings {
+        eprintln!("signalbox: warning: {w}");
+    }
     let sandbox_url = cfg.sandbox.as_ref().map(|s| s.control_url.clone());
     let names: Vec<String> = cfg.environments.iter().map(|e| e.name.clone()).collect();
     let current = match &opts.env {

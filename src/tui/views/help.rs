@@ -52,6 +52,11 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         out.push(legend);
         out
     };
+    // Skipped `[keys]` entries stay visible here after their toasts expire.
+    let mut lines = lines;
+    for w in &app.keymap.warnings {
+        lines.push(Line::from(Span::styled(format!("config: {w}"), theme.warn)));
+    }
     let w = if two { 146 } else { 78 };
     let r = centered(area, w, lines.len() as u16 + 2);
     f.render_widget(Clear, r);
