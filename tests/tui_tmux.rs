@@ -12,6 +12,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_signalbox");
 /// Port bases this test may use (each sandbox takes base..base+300).
 const BASES: [u16; 3] = [24000, 24300, 24600];
 
+static NEXT_SOCKET: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 struct Tmux {
     socket: String,
     session: String,
@@ -30,7 +32,12 @@ impl Tmux {
 
     fn start(cmdline: &str) -> Tmux {
         let mut t = Tmux {
-            socket: format!("signalbox-e2e-{}", std::process::id()),
+            // One tmux server per test: the tests in this file run in parallel.
+            socket: format!(
+                "signalbox-e2e-{}-{}",
+                std::process::id(),
+                NEXT_SOCKET.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
             session: "cockpit".into(),
             pid: None,
         };
