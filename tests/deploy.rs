@@ -69,12 +69,38 @@ fn strict<T: DeserializeOwned + Serialize>(file: &str, doc: &Value) -> T {
     let typed: T = serde_json::from_value(doc.clone())
         .unwrap_or_else(|e| panic!("{what}: does not deserialise: {e}"));
     let back = serde_json::to_value(&typed).unwrap();
-    if back != *doc {
-        panic!(
-            "{what}: fields were lost or changed in a round trip (misspelt or misplaced?)\nwritten: {doc:#}\nunderstood: {back:#}"
-        );
-    }
+    let mut diffs = Vec::new();
+    differences("", doc, &back, &mut diffs);
+    assert!(
+        diffs.is_empty(),
+        "{what}: not understood as written (misspelt or misplaced fields?):\n  {}",
+        diffs.join("\n  ")
+    );
     typed
+}
+
+/// Where `written` and `understood` differ, as JSON paths.
+fn differences(path: &str, written: &Value, understood: &Value, out: &mut Vec<String>) {
+    match (written, understood) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a {
+                match b.get(k) {
+                    Some(w) => differences(&format!("{path}.{k}"), v, w, out),
+                    None => out.push(format!("{path}.{k}: unknown field, dropped")),
+                }
+            }
+            for k in b.keys().filter(|k| !a.contains_key(*k)) {
+                out.push(format!("{path}.{k}: added in the round trip"));
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (v, w)) in a.iter().zip(b).enumerate() {
+                differences(&format!("{path}[{i}]"), v, w, out);
+            }
+        }
+        (a, b) if a != b => out.push(format!("{path}: written {a}, understood {b}")),
+        _ => {}
+    }
 }
 
 /// Keys an object may have, for the custom resources no crate types here.
