@@ -143,6 +143,7 @@ fn app() -> App {
                 env,
                 status: Ok(status()),
                 revisions: Some(vec![]),
+                watches: Vec::new(),
                 at: now,
             },
         );

@@ -2,6 +2,7 @@
 //! the real `kube` client, real HTTP on loopback, objects in the shape a real API server
 //! returns (tests/fixtures/k8s). Every change is checked in the fake's stored objects.
 
+mod common;
 #[path = "common/fake_kube.rs"]
 mod fake_kube;
 
@@ -42,11 +43,11 @@ fn def(name: &str, promote_from: Option<&str>) -> EnvDef {
 fn env(f: &FakeKube, source: Option<&FakeKube>) -> Env {
     Env {
         def: def("prod", source.map(|_| "stage")),
-        backend: Backend::Kube(Box::new(backend(f))),
+        backend: Backend::Kube(Arc::new(backend(f))),
         source: source.map(|s| {
             Ok(Box::new(Env {
                 def: def("stage", None),
-                backend: Backend::Kube(Box::new(backend(s))),
+                backend: Backend::Kube(Arc::new(backend(s))),
                 source: None,
                 sandbox: None,
             }))
@@ -767,4 +768,358 @@ async fn ctl_works_against_a_kubernetes_environment() {
             deployment: "users-blue".into()
         }
     );
+}
+
+/// The next feed update for which `ok` holds, within 20 s (the watcher's backoff after an
+/// outage is a few seconds).
+async fn feed_until(
+    feed: &mut control::feed::Feed,
+    what: &str,
+    ok: impl Fn(&control::feed::StatusUpdate) -> bool,
+) -> control::feed::StatusUpdate {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut last = None;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, feed.next()).await {
+            Ok(Some(u)) if ok(&u) => return u,
+            Ok(Some(u)) => last = Some(u),
+            Ok(None) => panic!("the feed ended while waiting for {what}"),
+            Err(_) => panic!("timed out waiting for {what}; last update: {last:#?}"),
+        }
+    }
+}
+
+fn live_side(u: &control::feed::StatusUpdate) -> Option<String> {
+    let s = u.status.as_ref().ok()?;
+    s.route("users")?.live().map(str::to_string)
+}
+
+fn lists(f: &FakeKube) -> usize {
+    f.requests()
+        .iter()
+        .filter(|r| r.starts_with("GET ") && !r.contains("watch=true"))
+        .count()
+}
+
+/// What the cockpit sees of a Kubernetes environment (`control::feed`, which `tui::run`
+/// forwards to the screen): a change arrives through the watches, not a poll, and an outage
+/// shows as retrying watches with the error, then as live again once the server is back.
+#[tokio::test]
+async fn the_cockpit_feed_follows_watches_and_shows_an_outage_and_the_reconnect() {
+    let f = FakeKube::with_fixtures(NS).await;
+    // The poll interval is an hour: anything that arrives in this test came by watch.
+    let mut feed = control::feed::follow(Arc::new(env(&f, None)), Duration::from_secs(3600));
+    let first = feed_until(&mut feed, "every watch live", |u| {
+        u.watches.len() == 5 && u.watches.iter().all(|w| w.state.is_live())
+    })
+    .await;
+    assert_eq!(live_side(&first).as_deref(), Some("users-blue"));
+    assert!(
+        first.revisions.is_none(),
+        "a namespace has no gateway revisions"
+    );
+    let first_live_since = first
+        .watches
+        .iter()
+        .map(|w| match w.state {
+            WatchState::Live { since } => since,
+            _ => unreachable!(),
+        })
+        .max()
+        .unwrap();
+
+    // Someone flips the Service: the feed shows it at once, with no further list.
+    let lists_before = lists(&f);
+    let t = std::time::Instant::now();
+    f.mutate("services", NS, "users", |s| {
+        s["spec"]["selector"]["version"] = json!("green")
+    });
+    feed_until(&mut feed, "the flip", |u| {
+        live_side(u).as_deref() == Some("users-green")
+    })
+    .await;
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "a watch event, not a poll: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(lists(&f), lists_before, "nothing was listed again");
+
+    // An outage: the watches drop and every reconnect gets a 500. The feed says which watches
+    // are retrying and why; the last state stays (the app keeps it, marked stale).
+    // (500, not 503: the kube client retries a 503 itself for minutes before the watcher
+    // sees an error.)
+    f.set_unavailable(true);
+    f.drop_watches();
+    let down = feed_until(&mut feed, "retrying watches", |u| {
+        u.watches
+            .iter()
+            .any(|w| matches!(&w.state, WatchState::Retrying { .. }))
+    })
+    .await;
+    let (kind, error) = down
+        .watches
+        .iter()
+        .find_map(|w| match &w.state {
+            WatchState::Retrying { error, .. } => Some((w.kind.clone(), error.clone())),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        error.contains("unavailable") && error.contains(&kind),
+        "the error names the kind and the cause: {error}"
+    );
+    let all_down = feed_until(&mut feed, "no watch live", |u| u.status.is_err()).await;
+    let e = all_down.status.unwrap_err();
+    assert!(e.contains("no watch on kube://fake/shop is live"), "{e}");
+
+    // The server comes back: every watch reconnects and a change made meanwhile shows.
+    f.mutate("services", NS, "users", |s| {
+        s["spec"]["selector"]["version"] = json!("blue")
+    });
+    f.set_unavailable(false);
+    let back = feed_until(&mut feed, "every watch live again", |u| {
+        u.watches.len() == 5 && u.watches.iter().all(|w| w.state.is_live())
+    })
+    .await;
+    let back = if live_side(&back).as_deref() == Some("users-blue") {
+        back
+    } else {
+        feed_until(&mut feed, "the change made during the outage", |u| {
+            live_side(u).as_deref() == Some("users-blue")
+        })
+        .await
+    };
+    for w in &back.watches {
+        let WatchState::Live { since } = w.state else {
+            unreachable!()
+        };
+        assert!(since > first_live_since, "{} reconnected", w.kind);
+    }
+}
+
+/// A free loopback port in 28000–29999 (the range these tests may use), bound then released.
+fn test_port() -> u16 {
+    let start = 28000 + fastrand::u16(..2000);
+    (0..2000)
+        .map(|i| 28000 + (start - 28000 + i) % 2000)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port in 28000-29999")
+}
+
+/// The real `signalbox` binary, its stderr collected; killed by PID on drop, so a failing
+/// test leaves nothing running.
+struct GatewayProc {
+    child: std::process::Child,
+    stderr: Arc<std::sync::Mutex<String>>,
+}
+
+impl GatewayProc {
+    fn spawn(args: &[&str]) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_signalbox"))
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env_remove("KUBECONFIG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("signalbox runs");
+        let stderr = Arc::new(std::sync::Mutex::new(String::new()));
+        let (pipe, sink) = (child.stderr.take().expect("stderr"), stderr.clone());
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Self { child, stderr }
+    }
+
+    fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for GatewayProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn gateway_config(port: u16, admin: u16, blue: &str, green: &str, split: (u32, u32)) -> String {
+    format!(
+        "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:{admin} }}\nupstreams:\n  users-blue: {{ targets: [{blue}] }}\n  users-green: {{ targets: [{green}] }}\nroutes:\n  - {{ name: users, paths: [/api/users], split: {{ users-blue: {}, users-green: {} }} }}\nflags: flags.json\n",
+        split.0, split.1
+    )
+}
+
+const GATEWAY_FLAGS: &str = r#"{"flags": {"new-checkout": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off"}}}"#;
+
+/// `signalbox gateway --config-map ops/signalbox-gateway` (the real binary) against the fake
+/// API server through a kubeconfig: it serves the ConfigMap's config, hot-reloads a change
+/// (checked by real HTTP through the gateway to real loopback upstreams), and rejects a bad
+/// config, saying so in its log, while the old config keeps serving.
+#[tokio::test]
+async fn the_gateway_follows_its_configmap_and_keeps_serving_through_a_bad_config() {
+    let blue = common::upstream("users-blue").await;
+    let green = common::upstream("users-green").await;
+    let f = FakeKube::start().await;
+    let (port, admin) = (test_port(), test_port());
+    let cm = |config: String| {
+        json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "signalbox-gateway", "namespace": "ops"},
+            "data": {"config.yaml": config, "flags.json": GATEWAY_FLAGS},
+        })
+    };
+    f.insert(
+        "configmaps",
+        "ops",
+        cm(gateway_config(
+            port,
+            admin,
+            &blue.target(),
+            &green.target(),
+            (100, 0),
+        )),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, f.kubeconfig_yaml("ops")).unwrap();
+    let state = dir.path().join("state");
+    let gw = GatewayProc::spawn(&[
+        "gateway",
+        "--config-map",
+        "ops/signalbox-gateway",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--context",
+        "fake",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    let http = common::client();
+    let admin_url = |path: &str| format!("http://127.0.0.1:{admin}{path}");
+    let t = std::time::Instant::now();
+    loop {
+        if let Ok(r) = http.get(admin_url("/readyz")).send().await
+            && r.status() == 200
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "the gateway did not become ready; log:\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let who = || async {
+        let r = http
+            .get(format!("http://127.0.0.1:{port}/api/users"))
+            .send()
+            .await
+            .expect("the gateway answers");
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().await.unwrap()["upstream"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let state_of = || async {
+        http.get(admin_url("/admin/state"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    for _ in 0..5 {
+        assert_eq!(who().await, "users-blue");
+    }
+    let first = state_of().await;
+    assert_eq!(
+        first["flags"][0]["key"], "new-checkout",
+        "the flag file beside it is served"
+    );
+
+    // The ConfigMap changes: the gateway reloads it and traffic moves.
+    f.mutate("configmaps", "ops", "signalbox-gateway", |o| {
+        o["data"]["config.yaml"] = json!(gateway_config(
+            port,
+            admin,
+            &blue.target(),
+            &green.target(),
+            (0, 100)
+        ))
+    });
+    let t = std::time::Instant::now();
+    while who().await != "users-green" {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the ConfigMap change was not applied; log:\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let applied = state_of().await;
+    assert!(applied["revision"].as_u64() > first["revision"].as_u64());
+    assert_eq!(applied["routes"][0]["split"]["users-green"], 100);
+
+    // A bad config: rejected and logged; the running config keeps serving.
+    f.mutate("configmaps", "ops", "signalbox-gateway", |o| {
+        o["data"]["config.yaml"] =
+            json!("upstreams: {}\nroutes:\n  - { name: users, paths: [/api/users], split: { nowhere: 1 } }\n")
+    });
+    let t = std::time::Instant::now();
+    while !gw
+        .log()
+        .contains("config rejected; the running config is unchanged")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the bad config was not reported; log:\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        gw.log().contains("nowhere"),
+        "the log says what is wrong:\n{}",
+        gw.log()
+    );
+    for _ in 0..5 {
+        assert_eq!(who().await, "users-green");
+    }
+    let after = state_of().await;
+    assert_eq!(after["revision"], applied["revision"]);
+    assert_eq!(after["config_hash"], applied["config_hash"]);
+
+    // Fixed: the watch is still followed after a rejection.
+    f.mutate("configmaps", "ops", "signalbox-gateway", |o| {
+        o["data"]["config.yaml"] = json!(gateway_config(
+            port,
+            admin,
+            &blue.target(),
+            &green.target(),
+            (100, 0)
+        ))
+    });
+    let t = std::time::Instant::now();
+    while who().await != "users-blue" {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the fixed config was not applied; log:\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(blue.hits() >= 6 && green.hits() >= 6);
 }

@@ -55,7 +55,7 @@ pub enum Request {
 /// An environment's backend.
 pub enum Backend {
     Gateway(GatewayBackend),
-    Kube(Box<crate::k8s::KubeBackend>),
+    Kube(std::sync::Arc<crate::k8s::KubeBackend>),
 }
 
 impl Backend {

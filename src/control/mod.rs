@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod backend;
 pub mod envfile;
+pub mod feed;
 pub mod sandbox;
 
 use std::collections::BTreeMap;
@@ -54,7 +55,7 @@ impl Env {
                     Some(p) => crate::k8s::client::KubeconfigSource::File(p.clone()),
                     None => crate::k8s::client::KubeconfigSource::Default,
                 };
-                Backend::Kube(Box::new(crate::k8s::KubeBackend::new(
+                Backend::Kube(std::sync::Arc::new(crate::k8s::KubeBackend::new(
                     source,
                     def.context.clone(),
                     def.namespace.clone().unwrap_or_default(),

@@ -126,7 +126,8 @@ impl KubeBackend {
         )
     }
 
-    fn context_name(&self) -> String {
+    /// The kube context's name, `(current)` when the kubeconfig's current one is used.
+    pub fn context_name(&self) -> String {
         self.context.clone().unwrap_or_else(|| "(current)".into())
     }
 

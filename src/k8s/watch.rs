@@ -1,5 +1,6 @@
-//! Live views through kube-runtime watchers and reflectors (list, then watch from the
-//! list's resourceVersion, resume after a drop, re-list after 410 Gone, back off on errors).
+//! Live views through kube-runtime watchers and reflector stores (list, then watch from the
+//! list's resourceVersion, resume after a drop, re-list after 410 Gone or any error, with
+//! backoff).
 //! Each kind's connection state is part of the published view, so a watch that is retrying
 //! or stopped shows in the UI instead of silently going stale.
 
@@ -17,7 +18,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::Resource;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::reflector::{self, Store, store::Writer};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -130,7 +131,8 @@ pub async fn start(
         },
     ));
 
-    let context = backend.address();
+    // The same context name a one-shot read puts in its view.
+    let context = backend.context_name();
     let (tx, rx) = watch::channel(KubeView {
         context: context.clone(),
         namespace: ns.clone(),
@@ -196,43 +198,59 @@ where
     let notify = notify.clone();
     set(&states, kind, WatchState::Connecting);
     tokio::spawn(async move {
-        let stream = watcher(api, cfg)
-            .default_backoff()
-            .modify(modify)
-            .reflect(writer);
-        let mut stream = std::pin::pin!(stream);
+        let mut writer = writer;
         let mut attempts = 0u32;
         let mut failing_since = None;
-        let mut live = false;
-        while let Some(ev) = stream.next().await {
-            match ev {
-                Ok(watcher::Event::Init) => {}
-                Ok(_) => {
-                    if !live || attempts > 0 {
-                        set(&states, kind, WatchState::Live { since: Utc::now() });
+        // After an error the watcher starts over with a list (as client-go's reflector
+        // does), so being live again is proven by a completed list rather than assumed:
+        // a watch resumed without errors sends nothing until something changes.
+        loop {
+            let stream = watcher(api.clone(), cfg.clone());
+            let mut stream = std::pin::pin!(stream);
+            let mut live = false;
+            let error = loop {
+                match stream.next().await {
+                    None => break None,
+                    Some(Ok(ev)) => {
+                        let ev = ev.modify(modify);
+                        writer.apply_watcher_event(&ev);
+                        let now_live = matches!(
+                            ev,
+                            watcher::Event::InitDone
+                                | watcher::Event::Apply(_)
+                                | watcher::Event::Delete(_)
+                        );
+                        if now_live && !live {
+                            live = true;
+                            attempts = 0;
+                            failing_since = None;
+                            set(&states, kind, WatchState::Live { since: Utc::now() });
+                        }
+                        if !matches!(ev, watcher::Event::Init | watcher::Event::InitApply(_)) {
+                            notify.notify_one();
+                        }
                     }
-                    live = true;
-                    attempts = 0;
-                    failing_since = None;
+                    Some(Err(e)) => break Some(e),
                 }
-                Err(e) => {
-                    attempts += 1;
-                    live = false;
-                    let since = *failing_since.get_or_insert_with(Utc::now);
-                    let error = describe(&backend, e, kind);
-                    tracing::warn!(kind, %error, attempts, "watch failing; retrying with backoff");
-                    set(
-                        &states,
-                        kind,
-                        WatchState::Retrying {
-                            error,
-                            since,
-                            attempts,
-                        },
-                    );
-                }
-            }
+            };
+            let Some(e) = error else {
+                break;
+            };
+            attempts += 1;
+            let since = *failing_since.get_or_insert_with(Utc::now);
+            let error = describe(&backend, e, kind);
+            tracing::warn!(kind, %error, attempts, "watch failing; retrying with backoff");
+            set(
+                &states,
+                kind,
+                WatchState::Retrying {
+                    error,
+                    since,
+                    attempts,
+                },
+            );
             notify.notify_one();
+            tokio::time::sleep(backoff(attempts)).await;
         }
         set(
             &states,
@@ -243,6 +261,14 @@ where
         );
         notify.notify_one();
     })
+}
+
+/// 0.5 s, 1 s, 2 s, … up to 30 s, with up to a quarter added at random so that many
+/// cockpits do not come back at the same instant.
+fn backoff(attempts: u32) -> Duration {
+    let base = Duration::from_millis(500).saturating_mul(1 << attempts.saturating_sub(1).min(6));
+    let base = base.min(Duration::from_secs(30));
+    base + base.mul_f64(fastrand::f64() / 4.0)
 }
 
 fn describe(backend: &KubeBackend, e: watcher::Error, kind: &str) -> String {
@@ -258,5 +284,21 @@ fn describe(backend: &KubeBackend, e: watcher::Error, kind: &str) -> String {
             .error(kube::Error::Api(s), "watch", kind, None)
             .to_string(),
         other => format!("{kind}: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_thirty_seconds_with_jitter() {
+        for (attempt, base_ms) in [(1, 500), (2, 1000), (3, 2000), (7, 30_000), (40, 30_000)] {
+            let d = backoff(attempt).as_millis();
+            assert!(
+                (base_ms..=base_ms + base_ms / 4).contains(&d),
+                "attempt {attempt}: {d} ms"
+            );
+        }
     }
 }

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use super::keymap::{self, Key, KeyAction, Keymap, View};
 use crate::control::envfile::{ConfirmPolicy, EnvDef};
 use crate::control::{Plan, Report};
+use crate::domain::kube::WatchStatus;
 use crate::domain::metrics::MetricsFeed;
 use crate::domain::status::FlagStatus;
 use crate::domain::{
@@ -30,6 +31,8 @@ pub enum Event {
         status: Result<GatewayStatus, String>,
         /// `None` when the revisions could not be read this time (the old ones are kept).
         revisions: Option<Vec<RevisionInfo>>,
+        /// The watches behind a Kubernetes environment's status; empty for a polled gateway.
+        watches: Vec<WatchStatus>,
         at: DateTime<Utc>,
     },
     /// The latest live metrics of one environment.
@@ -190,7 +193,7 @@ pub enum Health {
     Ok,
     /// Answering, but an upstream that gets traffic has no healthy target.
     Degraded,
-    /// The last poll failed.
+    /// The last poll failed, or no watch is live.
     Down,
 }
 
@@ -202,6 +205,8 @@ pub struct EnvState {
     pub error: Option<String>,
     /// When `status` was last read successfully.
     pub updated: Option<DateTime<Utc>>,
+    /// A watched (Kubernetes) environment's watches, one per kind; empty when polled.
+    pub watches: Vec<WatchStatus>,
     /// Selected row among the (filtered) routes.
     pub selected: usize,
     /// Selected row among the (filtered) revisions, newest first.
@@ -225,6 +230,7 @@ impl EnvState {
             revisions: Vec::new(),
             error: None,
             updated: None,
+            watches: Vec::new(),
             selected: 0,
             rev_selected: 0,
             flag_selected: 0,
@@ -240,6 +246,9 @@ impl EnvState {
         let Some(s) = &self.status else {
             return Health::Unknown;
         };
+        if !self.troubled_watches().is_empty() {
+            return Health::Degraded;
+        }
         let starved = s.routes.iter().any(|r| {
             r.split
                 .iter()
@@ -257,8 +266,24 @@ impl EnvState {
         self.updated.map(|t| (now - t).num_seconds().max(0))
     }
 
+    /// Polled data is stale when old. Watched data is current however old, as long as every
+    /// watch is live (a change would have arrived); a watch that is not live makes it stale.
     pub fn is_stale(&self, now: DateTime<Utc>) -> bool {
+        if self.is_watched() {
+            return self.updated.is_some()
+                && (self.error.is_some() || !self.troubled_watches().is_empty());
+        }
         self.age_secs(now).is_some_and(|a| a > STALE_AFTER_SECS)
+    }
+
+    /// Kept fresh by watches rather than polling.
+    pub fn is_watched(&self) -> bool {
+        !self.watches.is_empty()
+    }
+
+    /// Watches that are not live (retrying, stopped, or still on their first list).
+    pub fn troubled_watches(&self) -> Vec<&WatchStatus> {
+        self.watches.iter().filter(|w| !w.state.is_live()).collect()
     }
 
     /// Routes whose name, path or upstreams contain `filter`.
@@ -1080,9 +1105,11 @@ pub fn update(app: &mut App, event: Event) -> Vec<Command> {
             env,
             status,
             revisions,
+            watches,
             at,
         } => {
             if let Some(e) = app.envs.get_mut(env) {
+                e.watches = watches;
                 match status {
                     Ok(s) => {
                         e.status = Some(s);
@@ -1235,6 +1262,7 @@ pub(crate) mod tests {
             update(
                 &mut app,
                 Event::EnvUpdate {
+                    watches: Vec::new(),
                     env: i,
                     status: Ok(status(4, 5)),
                     revisions: Some(vec![]),
@@ -1544,6 +1572,7 @@ pub(crate) mod tests {
         update(
             &mut app,
             Event::EnvUpdate {
+                watches: Vec::new(),
                 env: 0,
                 status: Err("cannot reach http://127.0.0.1:9080: connection refused".into()),
                 revisions: None,
@@ -1570,6 +1599,7 @@ pub(crate) mod tests {
         update(
             &mut app,
             Event::EnvUpdate {
+                watches: Vec::new(),
                 env: 0,
                 status: Ok(s),
                 revisions: None,
@@ -1680,6 +1710,7 @@ pub(crate) mod tests {
         update(
             &mut app,
             Event::EnvUpdate {
+                watches: Vec::new(),
                 env: 0,
                 status: Ok(status(4, 5)),
                 revisions: Some(revs(4)),
@@ -1733,6 +1764,7 @@ pub(crate) mod tests {
         update(
             &mut app,
             Event::EnvUpdate {
+                watches: Vec::new(),
                 env: 0,
                 status: Ok(s),
                 revisions: None,

@@ -1,6 +1,7 @@
-//! The event loop: the terminal (raw mode, alternate screen, always restored), one poller
-//! task per environment, and plan/execute tasks. Everything reaches the UI as an [`Event`]
-//! on one channel, so drawing never waits on the network.
+//! The event loop: the terminal (raw mode, alternate screen, always restored), one status
+//! feed per environment (`control::feed`: polled or watched), and plan/execute tasks.
+//! Everything reaches the UI as an [`Event`] on one channel, so drawing never waits on the
+//! network.
 
 use std::collections::HashMap;
 use std::io::{self, Stdout};
@@ -136,22 +137,17 @@ fn spawn_input(tx: mpsc::Sender<Msg>, stop: Arc<AtomicBool>) -> std::thread::Joi
     })
 }
 
-fn spawn_poller(index: usize, env: Arc<Env>, tx: mpsc::Sender<Msg>) -> JoinHandle<()> {
+/// Forwards an environment's status feed (polled gateway or watched namespace) to the UI.
+fn spawn_feed(index: usize, env: Arc<Env>, tx: mpsc::Sender<Msg>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut every = tokio::time::interval(POLL_EVERY);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            every.tick().await;
-            let status = env.backend.status().await.map_err(|e| e.to_string());
-            let revisions = match status {
-                Ok(_) => env.backend.revisions().await.ok(),
-                Err(_) => None,
-            };
+        let mut feed = control::feed::follow(env, POLL_EVERY);
+        while let Some(u) = feed.next().await {
             let ev = Event::EnvUpdate {
                 env: index,
-                status,
-                revisions,
-                at: Utc::now(),
+                status: u.status,
+                revisions: u.revisions,
+                watches: u.watches,
+                at: u.at,
             };
             if tx.send(Msg::App(ev)).await.is_err() {
                 return;
@@ -292,9 +288,13 @@ impl Backends {
                     let report = control::execute(&env, &plan, &journal, &actor).await;
                     let result = ExecResult::from(&report);
                     let _ = tx.send(Msg::App(Event::Executed { id, result })).await;
-                    // Show the new state at once rather than on the next poll.
-                    if let Some(state) = report.state {
+                    // Show the new state at once rather than on the next poll. A watched
+                    // environment's watches bring the change themselves.
+                    if let Some(state) = report.state
+                        && env.backend.as_gateway().is_some()
+                    {
                         let ev = Event::EnvUpdate {
+                            watches: Vec::new(),
                             env: index,
                             status: Ok(state),
                             revisions: env.backend.revisions().await.ok(),
@@ -422,13 +422,14 @@ pub async fn run(cfg: CockpitConfig, opts: TuiOptions) -> anyhow::Result<i32> {
                     None => env,
                 };
                 let env = Arc::new(env);
-                pollers.push(spawn_poller(i, env.clone(), tx.clone()));
+                pollers.push(spawn_feed(i, env.clone(), tx.clone()));
                 envs.push((def.name.clone(), Ok(env)));
             }
             Err(e) => {
                 app::update(
                     &mut app,
                     Event::EnvUpdate {
+                        watches: Vec::new(),
                         env: i,
                         status: Err(e.clone()),
                         revisions: None,

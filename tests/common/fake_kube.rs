@@ -14,7 +14,8 @@
 //!   patches as the real server does), PUT (update);
 //! - optimistic concurrency: a write whose `metadata.resourceVersion` is not the stored one
 //!   gets a 409 Conflict Status;
-//! - 403 Forbidden Status objects for any verb/resource the test forbids.
+//! - 403 Forbidden Status objects for any verb/resource the test forbids;
+//! - an outage: 500 for every request while it lasts.
 //!
 //! Tests mutate stored objects (as another user or a controller would), drop every open
 //! watch, compact the history, and read back what was stored and which requests came in.
@@ -113,6 +114,9 @@ struct Store {
     /// Watches from a resourceVersion below this get 410 Expired.
     compacted: u64,
     forbidden: Vec<(String, String)>,
+    /// Every request answers 500 (etcd timing out). Not 503: the kube client retries 503s
+    /// itself for minutes, which would hide the outage from the watcher.
+    unavailable: bool,
     requests: Vec<String>,
     uid: u64,
 }
@@ -556,6 +560,12 @@ impl FakeKube {
             .push((verb.into(), plural.into()));
     }
 
+    /// While set, every request answers 500 as an API server whose etcd is gone; with
+    /// [`Self::drop_watches`] it takes the open watches away too.
+    pub fn set_unavailable(&self, down: bool) {
+        self.shared.store.lock().unwrap().unavailable = down;
+    }
+
     pub fn allow_all(&self) {
         self.shared.store.lock().unwrap().forbidden.clear();
     }
@@ -612,11 +622,22 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    sh.store
-        .lock()
-        .unwrap()
-        .requests
-        .push(format!("{method} {uri}"));
+    let down = {
+        let mut s = sh.store.lock().unwrap();
+        s.requests.push(format!("{method} {uri}"));
+        s.unavailable
+    };
+    if down {
+        return reply(
+            500,
+            status(
+                500,
+                "InternalError",
+                "etcdserver: request timed out (test outage: the API server is unavailable)".into(),
+                None,
+            ),
+        );
+    }
     let Some((k, ns, name)) = route(uri.path()) else {
         return reply(
             404,

@@ -1,11 +1,13 @@
 //! Two lines: environment tabs with a health dot each and the clock; then the current
-//! environment's connection, revision, data age and the READ-ONLY badge.
+//! environment's connection (for a watched environment: its watches), revision, data age and
+//! the READ-ONLY badge.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
+use crate::domain::kube::WatchState;
 use crate::tui::app::{App, Health};
 use crate::tui::keymap::{KeyAction, View};
 use crate::tui::theme::Theme;
@@ -69,21 +71,47 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         line.push(Span::raw(" "));
     }
     let h = env.health();
-    let conn = match (h, &env.status) {
-        (Health::Down, _) => "DOWN",
-        (Health::Unknown, _) => "connecting",
-        (Health::Degraded, _) => "degraded",
-        (Health::Ok, _) => "connected",
+    let troubled = env.troubled_watches();
+    let conn = match h {
+        Health::Down => "DOWN",
+        Health::Unknown => "connecting",
+        Health::Degraded
+            if troubled
+                .iter()
+                .any(|w| matches!(w.state, WatchState::Stopped { .. })) =>
+        {
+            "watch stopped"
+        }
+        Health::Degraded if !troubled.is_empty() => "watch retrying",
+        Health::Degraded => "degraded",
+        Health::Ok => "connected",
     };
     line.push(Span::styled(
         format!("{} {conn}", health_symbol(h)),
         health_style(h, theme),
     ));
     line.push(Span::styled(format!("  {}", env.def.address()), theme.dim));
-    if let Some(s) = &env.status {
+    // A namespace has no gateway revision; each Deployment has its own.
+    if let Some(s) = &env.status
+        && !env.is_watched()
+    {
         line.push(Span::styled(format!("  rev {}", s.revision), theme.accent));
     }
     match env.age_secs(app.now) {
+        // Watched: the data is as old as the last change, which says nothing about freshness.
+        Some(_) if env.is_watched() && troubled.is_empty() => {
+            line.push(Span::styled(
+                format!("  watching {} kinds", env.watches.len()),
+                theme.dim,
+            ));
+        }
+        Some(_) if env.is_watched() => {
+            let kinds: Vec<&str> = troubled.iter().map(|w| w.kind.as_str()).collect();
+            line.push(Span::styled(
+                format!("  MAY BE BEHIND: {}", kinds.join(", ")),
+                theme.bad,
+            ));
+        }
         Some(age) if env.is_stale(app.now) => {
             line.push(Span::styled(format!("  STALE {age}s old"), theme.bad));
         }

@@ -68,6 +68,18 @@ fn body_area(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         }
         return;
     }
+    let area = match panels::watches_height(env, area.width) {
+        0 => area,
+        h => {
+            let [top, rest] = Layout::vertical([
+                Constraint::Length(h.min(area.height / 2)),
+                Constraint::Min(3),
+            ])
+            .areas(area);
+            panels::watches(f, top, env, theme);
+            rest
+        }
+    };
     match app.view {
         View::History => return history::draw(f, area, app, env, theme),
         View::Flags => return flags::draw(f, area, env, &app.filter, theme),

@@ -1,11 +1,14 @@
-//! The smaller panels: upstream health, revisions, the dead-backend panel, toasts, the hint
-//! bar with the palette/filter prompt, and the palette's completions.
+//! The smaller panels: upstream health, revisions, the dead-backend panel, the watches that
+//! are not live, toasts, the hint bar with the palette/filter prompt, and the palette's
+//! completions.
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 
+use crate::control::envfile::EnvKind;
+use crate::domain::kube::{WatchState, WatchStatus};
 use crate::tui::app::{App, Busy, EnvState, InputKind, ToastKind};
 use crate::tui::theme::Theme;
 
@@ -36,6 +39,18 @@ pub fn message(f: &mut Frame, area: Rect, theme: &Theme, text: &str) {
 
 /// The backend has never answered: say where we tried and what went wrong.
 pub fn dead_backend(f: &mut Frame, area: Rect, env: &EnvState, error: &str, theme: &Theme) {
+    let kube = env.def.kind == EnvKind::Kubernetes;
+    let (label, retry) = if kube {
+        (
+            "cluster:   ",
+            "the watches retry with backoff; other environments keep working (1-9 to switch)",
+        )
+    } else {
+        (
+            "admin API: ",
+            "retrying every second; other environments keep working (1-9 to switch)",
+        )
+    };
     let text = vec![
         Line::from(Span::styled(
             format!("✖ {} is not answering", env.def.name),
@@ -43,7 +58,7 @@ pub fn dead_backend(f: &mut Frame, area: Rect, env: &EnvState, error: &str, them
         )),
         Line::raw(""),
         Line::from(vec![
-            Span::styled("admin API: ", theme.dim),
+            Span::styled(label, theme.dim),
             Span::styled(env.def.address(), theme.base),
         ]),
         Line::from(vec![
@@ -51,14 +66,92 @@ pub fn dead_backend(f: &mut Frame, area: Rect, env: &EnvState, error: &str, them
             Span::styled(error.to_string(), theme.base),
         ]),
         Line::raw(""),
-        Line::from(Span::styled(
-            "retrying every second; other environments keep working (1-9 to switch)",
-            theme.dim,
-        )),
+        Line::from(Span::styled(retry, theme.dim)),
     ];
     f.render_widget(
         Paragraph::new(text)
             .block(block("backend unavailable", theme).border_style(theme.bad))
+            .wrap(Wrap { trim: false }),
+        area,
+    );
+}
+
+/// A watch that is not live, as a symbol, whether it stopped, and the text after its kind.
+fn watch_trouble(w: &WatchStatus) -> Option<(&'static str, bool, String)> {
+    Some(match &w.state {
+        WatchState::Retrying {
+            error,
+            since,
+            attempts,
+        } => (
+            "▲",
+            false,
+            format!(
+                "retrying since {} (attempt {attempts}): {error}",
+                since.format("%H:%M:%S")
+            ),
+        ),
+        WatchState::Stopped { error } => ("✖", true, format!("stopped: {error}")),
+        WatchState::Connecting => ("○", false, "connecting (first list)".to_string()),
+        WatchState::Live { .. } => return None,
+    })
+}
+
+const KIND_COLUMN: usize = 14;
+
+/// Rows the watch panel needs for `env` at `width` (0 when every watch is live): one per
+/// watch that is not live, wrapped, plus the summary line and the borders.
+pub fn watches_height(env: &EnvState, width: u16) -> u16 {
+    let inner = usize::from(width.saturating_sub(2)).max(1);
+    let rows: usize = env
+        .watches
+        .iter()
+        .filter_map(watch_trouble)
+        .map(|(_, _, text)| (KIND_COLUMN + text.chars().count()).div_ceil(inner))
+        .sum();
+    match rows {
+        0 => 0,
+        n => u16::try_from(n + 3).unwrap_or(u16::MAX),
+    }
+}
+
+/// The watches that are not live: which kind, since when, how many attempts, and the error,
+/// so an operator knows which part of the screen may be behind and why.
+pub fn watches(f: &mut Frame, area: Rect, env: &EnvState, theme: &Theme) {
+    let mut stopped = false;
+    let mut lines = Vec::new();
+    let mut troubled = 0;
+    for w in &env.watches {
+        let Some((symbol, is_stopped, text)) = watch_trouble(w) else {
+            continue;
+        };
+        troubled += 1;
+        stopped |= is_stopped;
+        let style = match symbol {
+            "○" => theme.dim,
+            _ if is_stopped => theme.bad,
+            _ => theme.warn,
+        };
+        lines.push(Line::from(vec![
+            Span::styled(
+                format!("{symbol} {:<w$}", w.kind, w = KIND_COLUMN - 2),
+                style,
+            ),
+            Span::styled(text, theme.base),
+        ]));
+    }
+    lines.push(Line::from(Span::styled(
+        format!(
+            "{} of {} watches live; what the others show may be out of date",
+            env.watches.len() - troubled,
+            env.watches.len()
+        ),
+        theme.dim,
+    )));
+    let border = if stopped { theme.bad } else { theme.warn };
+    f.render_widget(
+        Paragraph::new(lines)
+            .block(block("watches", theme).border_style(border))
             .wrap(Wrap { trim: false }),
         area,
     );

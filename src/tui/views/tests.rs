@@ -46,6 +46,7 @@ fn three_envs(read_only: bool) -> App {
     update(
         &mut app,
         Event::EnvUpdate {
+            watches: Vec::new(),
             env: 2,
             status: Ok(status(4, 5)),
             revisions: Some(revs),
@@ -72,6 +73,7 @@ fn with_dead_prod(mut app: App) -> App {
     update(
         &mut app,
         Event::EnvUpdate {
+            watches: Vec::new(),
             env: 2,
             status: Err(
                 "cannot reach http://127.0.0.1:94: error sending request: connection refused"
@@ -158,6 +160,7 @@ fn stale_data_shows_its_age_beside_the_error() {
     update(
         &mut app,
         Event::EnvUpdate {
+            watches: Vec::new(),
             env: 2,
             status: Err("cannot reach http://127.0.0.1:94: timed out".into()),
             revisions: None,
@@ -473,6 +476,7 @@ mod live_and_views {
         update(
             &mut app,
             Event::EnvUpdate {
+                watches: Vec::new(),
                 env: 0,
                 status: Ok(status(9, 50)),
                 revisions: None,
@@ -559,6 +563,7 @@ mod live_and_views {
         update(
             &mut app,
             Event::EnvUpdate {
+                watches: Vec::new(),
                 env: 2,
                 status: Ok(s),
                 revisions: None,
@@ -633,6 +638,7 @@ fn a_long_route_list_scrolls_to_keep_the_selection_in_view() {
     update(
         &mut app,
         Event::EnvUpdate {
+            watches: Vec::new(),
             env: 2,
             status: Ok(s),
             revisions: None,
@@ -651,4 +657,100 @@ fn a_long_route_list_scrolls_to_keep_the_selection_in_view() {
         !text.contains(" users "),
         "the first rows scrolled away: {text}"
     );
+}
+
+/// A Kubernetes environment whose secrets watch is refused (RBAC) and retrying.
+fn kube_env_with_a_failing_watch(state: crate::domain::kube::WatchState) -> App {
+    use crate::control::envfile::EnvKind;
+    use crate::domain::kube::{WatchState, WatchStatus};
+    let mut prod = def("prod", ConfirmPolicy::TypeName, false);
+    prod.kind = EnvKind::Kubernetes;
+    prod.context = Some("prod-cluster".into());
+    prod.namespace = Some("shop".into());
+    let mut app = app_with(vec![def("stage", ConfirmPolicy::Yes, false), prod], false);
+    let live = WatchState::Live {
+        since: t0() - Duration::minutes(5),
+    };
+    let mut watches: Vec<WatchStatus> = ["configmaps", "deployments", "httproutes", "services"]
+        .into_iter()
+        .map(|k| WatchStatus {
+            kind: k.into(),
+            state: live.clone(),
+        })
+        .collect();
+    watches.push(WatchStatus {
+        kind: "secrets".into(),
+        state,
+    });
+    update(
+        &mut app,
+        Event::EnvUpdate {
+            env: 1,
+            status: Ok(status(4, 5)),
+            revisions: None,
+            watches,
+            at: t0(),
+        },
+    );
+    update(&mut app, Event::Key(crate::tui::keymap::Key::Char('2')));
+    // Long after the last change: watched data is not stale by age alone.
+    update(&mut app, Event::Tick(t0() + Duration::minutes(2)));
+    app
+}
+
+#[test]
+fn a_retrying_watch_shows_in_the_header_and_its_own_panel() {
+    use crate::domain::kube::WatchState;
+    let app = kube_env_with_a_failing_watch(WatchState::Retrying {
+        error: "forbidden: cannot list secrets in namespace \"shop\" (context prod-cluster)".into(),
+        since: t0() - Duration::seconds(40),
+        attempts: 4,
+    });
+    let dark = Theme::dark();
+    let small = render(&app, &dark, 80, 24);
+    insta::assert_snapshot!("watch_retrying_80x24", small.backend());
+    let text = small.backend().to_string();
+    assert!(text.contains("▲ watch retrying"), "{text}");
+    assert!(text.contains("MAY BE BEHIND: secrets"), "{text}");
+    assert!(text.contains("kube://prod-cluster/shop"), "{text}");
+    assert!(text.contains("attempt 4"), "{text}");
+    assert!(text.contains("forbidden: cannot list"), "{text}");
+    assert!(text.contains("secrets in namespace \"shop\""), "{text}");
+    assert!(text.contains("4 of 5 watches live"), "{text}");
+    let wide = render(&app, &dark, 160, 48);
+    insta::assert_snapshot!("watch_retrying_160x48", wide.backend());
+    // The panel's border is the warning colour; a stopped watch makes it red.
+    let buf = small.backend().buffer();
+    let corner = (0..buf.area.height)
+        .find(|&y| buf[(0, y)].symbol() == "┌")
+        .expect("a panel on screen");
+    assert_eq!(buf[(0, corner)].fg, dark.warn.fg.unwrap_or(Color::Reset));
+
+    let stopped = kube_env_with_a_failing_watch(WatchState::Stopped {
+        error: "the watch stream ended".into(),
+    });
+    let term = render(&stopped, &dark, 80, 24);
+    insta::assert_snapshot!("watch_stopped_80x24", term.backend());
+    let text = term.backend().to_string();
+    assert!(text.contains("▲ watch stopped"), "{text}");
+    assert!(text.contains("stopped: the watch stream ended"), "{text}");
+    let buf = term.backend().buffer();
+    let corner = (0..buf.area.height)
+        .find(|&y| buf[(0, y)].symbol() == "┌")
+        .expect("a panel on screen");
+    assert_eq!(buf[(0, corner)].fg, dark.bad.fg.unwrap_or(Color::Reset));
+}
+
+#[test]
+fn a_watched_environment_with_every_watch_live_is_current_however_old() {
+    use crate::domain::kube::WatchState;
+    let app = kube_env_with_a_failing_watch(WatchState::Live { since: t0() });
+    let text = render(&app, &Theme::dark(), 80, 24).backend().to_string();
+    assert!(text.contains("● connected"), "{text}");
+    assert!(text.contains("watching 5 kinds"), "{text}");
+    assert!(
+        !text.contains("STALE") && !text.contains("watches live"),
+        "{text}"
+    );
+    assert!(!app.env().unwrap().is_stale(app.now));
 }
