@@ -294,6 +294,21 @@ pub struct EnvState {
     pub diff: Option<(u64, Result<Vec<String>, String>)>,
     /// This environment's audit journal entries, oldest first (at most [`MAX_JOURNAL`]).
     pub journal: Vec<AuditEntry>,
+    /// Worked out once per snapshot (in [`EnvState::set_status`] and
+    /// [`EnvState::set_metrics`]) so that frames only look things up.
+    derived: Derived,
+}
+
+/// Lookups built from one snapshot. With 1,000 upstreams and 500 routes, deriving these per
+/// frame (health alone compared every split against every upstream) cost more than drawing.
+#[derive(Default)]
+struct Derived {
+    /// Route name → index in `status.routes`.
+    routes: std::collections::HashMap<String, usize>,
+    /// Route name → index in the latest metrics sample's routes.
+    metrics: std::collections::HashMap<String, usize>,
+    /// An upstream that gets traffic has no healthy target (or does not exist).
+    starved: bool,
 }
 
 fn matches(filter: &str, text: &str) -> bool {
@@ -314,6 +329,66 @@ impl EnvState {
             metrics: None,
             diff: None,
             journal: Vec::new(),
+            derived: Derived::default(),
+        }
+    }
+
+    /// Takes a new snapshot and works out what frames look up in it.
+    pub fn set_status(&mut self, s: GatewayStatus, at: DateTime<Utc>) {
+        let healthy: std::collections::HashMap<&str, usize> = s
+            .upstreams
+            .iter()
+            .map(|u| (u.name.as_str(), u.healthy_targets()))
+            .collect();
+        self.derived.starved = s.routes.iter().any(|r| {
+            r.split
+                .iter()
+                .any(|(up, w)| *w > 0 && healthy.get(up.as_str()).is_none_or(|n| *n == 0))
+        });
+        self.derived.routes = s
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.name.clone(), i))
+            .collect();
+        self.status = Some(s);
+        self.error = None;
+        self.updated = Some(at);
+    }
+
+    /// Takes a new metrics feed and indexes its routes.
+    pub fn set_metrics(&mut self, feed: MetricsFeed) {
+        self.derived.metrics = feed.latest.as_ref().map_or_else(Default::default, |s| {
+            s.routes
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.route.clone(), i))
+                .collect()
+        });
+        self.metrics = Some(feed);
+    }
+
+    /// The route called `name` in the current snapshot.
+    pub fn route_named(&self, name: &str) -> Option<&RouteStatus> {
+        let s = self.status.as_ref()?;
+        match self.derived.routes.get(name).and_then(|i| s.routes.get(*i)) {
+            Some(r) if r.name == name => Some(r),
+            // An index from another snapshot (never in the event loop): look it up.
+            _ => s.route(name),
+        }
+    }
+
+    /// The latest metrics of the route called `name`.
+    pub fn route_metrics(&self, name: &str) -> Option<&crate::domain::metrics::RouteMetrics> {
+        let s = self.metrics.as_ref()?.latest.as_ref()?;
+        match self
+            .derived
+            .metrics
+            .get(name)
+            .and_then(|i| s.routes.get(*i))
+        {
+            Some(r) if r.route == name => Some(r),
+            _ => s.route(name),
         }
     }
 
@@ -321,15 +396,10 @@ impl EnvState {
         if self.error.is_some() {
             return Health::Down;
         }
-        let Some(s) = &self.status else {
+        if self.status.is_none() {
             return Health::Unknown;
-        };
-        let starved = s.routes.iter().any(|r| {
-            r.split
-                .iter()
-                .any(|(up, w)| *w > 0 && s.upstream(up).is_none_or(|u| u.healthy_targets() == 0))
-        });
-        if starved {
+        }
+        if self.derived.starved {
             Health::Degraded
         } else {
             Health::Ok
@@ -1212,11 +1282,7 @@ pub fn update(app: &mut App, event: Event) -> Vec<Command> {
         } => {
             if let Some(e) = app.envs.get_mut(env) {
                 match status {
-                    Ok(s) => {
-                        e.status = Some(s);
-                        e.error = None;
-                        e.updated = Some(at);
-                    }
+                    Ok(s) => e.set_status(s, at),
                     // The last good status stays on screen, marked stale, beside the error.
                     Err(err) => e.error = Some(err),
                 }
@@ -1228,7 +1294,7 @@ pub fn update(app: &mut App, event: Event) -> Vec<Command> {
         }
         Event::Metrics { env, feed } => {
             if let Some(e) = app.envs.get_mut(env) {
-                e.metrics = Some(*feed);
+                e.set_metrics(*feed);
             }
             return vec![];
         }

@@ -64,6 +64,32 @@ pub fn dead_backend(f: &mut Frame, area: Rect, env: &EnvState, error: &str, them
     );
 }
 
+/// The backend answered before and has stopped: a strip above the last known data, which
+/// stays on screen (marked stale in the header).
+pub fn lost_backend(f: &mut Frame, area: Rect, env: &EnvState, error: &str, theme: &Theme) {
+    // Backend errors usually name the address already; say it once.
+    let addr = env.def.address();
+    let head = if error.contains(&addr) {
+        "✖ ".to_string()
+    } else {
+        format!("✖ {addr}: ")
+    };
+    let text = vec![Line::from(vec![
+        Span::styled(head, theme.bad),
+        Span::styled(error.to_string(), theme.base),
+        Span::styled(" · showing the last data; retrying every second", theme.dim),
+    ])];
+    f.render_widget(
+        Paragraph::new(text)
+            .block(
+                block(&format!("{} admin API not answering", env.def.name), theme)
+                    .border_style(theme.bad),
+            )
+            .wrap(Wrap { trim: false }),
+        area,
+    );
+}
+
 pub fn upstreams(f: &mut Frame, area: Rect, env: &EnvState, theme: &Theme) {
     let mut lines = Vec::new();
     if let Some(s) = &env.status {

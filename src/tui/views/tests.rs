@@ -165,9 +165,16 @@ fn stale_data_shows_its_age_beside_the_error() {
         },
     );
     update(&mut app, Event::Tick(t0() + Duration::seconds(9)));
-    let text = render(&app, &Theme::dark(), 80, 24).backend().to_string();
+    let term = render(&app, &Theme::dark(), 80, 24);
+    insta::assert_snapshot!("lost_backend_80x24", term.backend());
+    let text = term.backend().to_string();
     assert!(text.contains("STALE 9s old"), "{text}");
     assert!(text.contains("DOWN"), "{text}");
+    assert!(
+        text.contains("prod admin API not answering"),
+        "an error panel: {text}"
+    );
+    assert!(text.contains("timed out"), "with the error: {text}");
     assert!(
         text.contains("payments"),
         "the last known routes stay visible"
