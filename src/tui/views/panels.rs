@@ -92,8 +92,10 @@ pub fn lost_backend(f: &mut Frame, area: Rect, env: &EnvState, error: &str, them
 
 pub fn upstreams(f: &mut Frame, area: Rect, env: &EnvState, theme: &Theme) {
     let mut lines = Vec::new();
+    // Only the lines that fit are built (with 1,000 upstreams, most never show).
+    let fit = usize::from(area.height.saturating_sub(2));
     if let Some(s) = &env.status {
-        for u in &s.upstreams {
+        for u in s.upstreams.iter().take(fit) {
             let healthy = u.healthy_targets();
             let total = u.targets.len();
             let (sym, style) = if healthy == total && total > 0 {
@@ -134,6 +136,7 @@ pub fn revisions(f: &mut Frame, area: Rect, env: &EnvState, theme: &Theme) {
     let lines: Vec<Line> = env
         .revisions
         .iter()
+        .take(usize::from(area.height.saturating_sub(2)))
         .map(|r| {
             let mark = if Some(r.number) == current {
                 "▶"
