@@ -279,3 +279,44 @@ fn the_cockpit_in_tmux_steps_a_canary_flips_prod_rolls_back_injects_a_fault_and_
     assert!(s.contains("EXIT=0"), "{s}");
     assert!(s.contains("signalbox sandbox: three environments"), "{s}");
 }
+
+/// A cockpit whose terminal disappears (the SSH session drops, the tmux server is killed)
+/// exits instead of lingering: crossterm spins on a dead tty, so a cockpit that waited for
+/// its input thread would burn a core forever on the bastion host.
+#[test]
+fn the_cockpit_exits_when_its_terminal_goes_away() {
+    assert!(tmux_available(), "install tmux (apt-get install tmux)");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("signalbox.toml");
+    // Nothing listens there: the cockpit shows the environment as unreachable.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let admin = dead.local_addr().expect("addr");
+    drop(dead);
+    std::fs::write(
+        &config,
+        format!("[[environments]]\nname = \"edge\"\nadmin_url = \"http://{admin}\"\n"),
+    )
+    .expect("config");
+    let mut tmux = Tmux::start(&format!("exec {BIN} --config {}", config.display()));
+    tmux.wait_for(&["edge"], 20);
+    let pid = tmux.pid.take().expect("the pane's pid");
+    // Quit and lose the terminal at once: the input reader is still polling the tty
+    // when it dies (the race that left cockpits spinning after a dropped session).
+    tmux.type_keys("q");
+    let _ = tmux.cmd(&["kill-server"]);
+    let alive = || Path::new(&format!("/proc/{pid}")).exists();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let still = alive();
+    if still {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    assert!(
+        !still,
+        "the cockpit (pid {pid}) outlived its terminal by 5 s"
+    );
+}
