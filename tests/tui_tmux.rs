@@ -29,8 +29,11 @@ impl Tmux {
     }
 
     fn start(cmdline: &str) -> Tmux {
+        // One tmux server per test: the tests in this file run in parallel.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut t = Tmux {
-            socket: format!("signalbox-e2e-{}", std::process::id()),
+            socket: format!("signalbox-e2e-{}-{n}", std::process::id()),
             session: "cockpit".into(),
             pid: None,
         };
