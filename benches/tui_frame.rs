@@ -1,5 +1,7 @@
 //! One cockpit frame with 500 services (upstreams), 200 routes and 200 flags, with live
 //! metrics for every route, drawn into ratatui's TestBackend. Target: under 2 ms a frame.
+//! The `tui_scale` group is the scale test: 1,000 services and 500 routes in each of
+//! three environments.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -41,8 +43,8 @@ fn def(name: &str) -> EnvDef {
     }
 }
 
-fn status() -> GatewayStatus {
-    let upstreams = (0..500)
+fn status(services: usize, n_routes: usize) -> GatewayStatus {
+    let upstreams = (0..services)
         .map(|i| UpstreamStatus {
             name: format!("svc-{i:03}"),
             targets: vec![TargetStatus {
@@ -52,7 +54,7 @@ fn status() -> GatewayStatus {
             }],
         })
         .collect();
-    let routes = (0..200)
+    let routes = (0..n_routes)
         .map(|i| RouteStatus {
             name: format!("route-{i:03}"),
             paths: vec![format!("/api/r{i}")],
@@ -60,11 +62,11 @@ fn status() -> GatewayStatus {
             methods: vec!["GET".into(), "POST".into()],
             hosts: vec![],
             split: BTreeMap::from([
-                (format!("svc-{:03}", (2 * i) % 500), 90),
-                (format!("svc-{:03}", (2 * i + 1) % 500), 10),
+                (format!("svc-{:03}", (2 * i) % services), 90),
+                (format!("svc-{:03}", (2 * i + 1) % services), 10),
             ]),
             canary_by_header: None,
-            canary: Some(format!("svc-{:03}", (2 * i + 1) % 500)),
+            canary: Some(format!("svc-{:03}", (2 * i + 1) % services)),
             sticky: None,
             filters: vec!["rate_limit".into(), "cors".into()],
             flag: None,
@@ -103,7 +105,7 @@ fn signals(v: f64) -> Signals {
     }
 }
 
-fn sample(now: DateTime<Utc>) -> MetricsSample {
+fn sample(now: DateTime<Utc>, services: usize, n_routes: usize) -> MetricsSample {
     let mut h = History::with_capacity(60);
     for i in 0..60 {
         h.push(signals((i % 7) as f64).point(now - Duration::seconds(60 - i)));
@@ -115,13 +117,13 @@ fn sample(now: DateTime<Utc>) -> MetricsSample {
         window_secs: 30.0,
         overall: signals(1.0),
         overall_history: h.clone(),
-        routes: (0..200)
+        routes: (0..n_routes)
             .map(|i| RouteMetrics {
                 route: format!("route-{i:03}"),
                 signals: signals(i as f64 % 5.0),
                 history: h.clone(),
                 upstreams: vec![UpstreamMetrics {
-                    upstream: format!("svc-{:03}", (2 * i) % 500),
+                    upstream: format!("svc-{:03}", (2 * i) % services),
                     signals: signals(1.0),
                     history: h.clone(),
                 }],
@@ -133,7 +135,7 @@ fn sample(now: DateTime<Utc>) -> MetricsSample {
     }
 }
 
-fn app() -> App {
+fn app(services: usize, routes: usize) -> App {
     let now = Utc::now();
     let mut app = App::new(vec![def("dev"), def("stage"), def("prod")], 2, false, now);
     for env in 0..3 {
@@ -141,14 +143,14 @@ fn app() -> App {
             &mut app,
             Event::EnvUpdate {
                 env,
-                status: Ok(status()),
+                status: Ok(status(services, routes)),
                 revisions: Some(vec![]),
                 watches: Vec::new(),
                 at: now,
             },
         );
         let mut feed = MetricsFeed::new("prod", "scrape");
-        feed.latest = Some(sample(now));
+        feed.latest = Some(sample(now, services, routes));
         update(
             &mut app,
             Event::Metrics {
@@ -163,13 +165,13 @@ fn app() -> App {
     app
 }
 
-fn bench(c: &mut Criterion) {
+fn frames(c: &mut Criterion, group: &str, mut app: App) {
     let theme = Theme::dark();
-    let mut app = app();
     for (name, w, h, view) in [
         ("overview_160x48", 160, 48, None),
         ("overview_80x24", 80, 24, None),
         ("all_envs_160x48", 160, 48, Some('a')),
+        ("all_envs_80x24", 80, 24, Some('a')),
         ("flags_160x48", 160, 48, Some('F')),
     ] {
         update(&mut app, Event::Key(Key::Char('o')));
@@ -177,7 +179,7 @@ fn bench(c: &mut Criterion) {
             update(&mut app, Event::Key(Key::Char(k)));
         }
         let mut term = Terminal::new(TestBackend::new(w, h)).expect("backend");
-        c.bench_function(&format!("tui_frame/{name}"), |b| {
+        c.bench_function(&format!("{group}/{name}"), |b| {
             b.iter(|| {
                 term.draw(|f| views::draw(f, black_box(&app), &theme))
                     .expect("draw");
@@ -186,5 +188,14 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+fn bench(c: &mut Criterion) {
+    frames(c, "tui_frame", app(500, 200));
+}
+
+/// Issue 10's scale test: 1,000 services and 500 routes in each of three environments.
+fn scale(c: &mut Criterion) {
+    frames(c, "tui_scale", app(1000, 500));
+}
+
+criterion_group!(benches, bench, scale);
 criterion_main!(benches);

@@ -12,8 +12,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_signalbox");
 /// Port bases this test may use (each sandbox takes base..base+300).
 const BASES: [u16; 3] = [24000, 24300, 24600];
 
-static NEXT_SOCKET: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
 struct Tmux {
     socket: String,
     session: String,
@@ -31,13 +29,11 @@ impl Tmux {
     }
 
     fn start(cmdline: &str) -> Tmux {
+        // One tmux server per test: the tests in this file run in parallel.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut t = Tmux {
-            // One tmux server per test: the tests in this file run in parallel.
-            socket: format!(
-                "signalbox-e2e-{}-{}",
-                std::process::id(),
-                NEXT_SOCKET.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            ),
+            socket: format!("signalbox-e2e-{}-{n}", std::process::id()),
             session: "cockpit".into(),
             pid: None,
         };

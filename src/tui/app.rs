@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use super::keymap::{self, Key, KeyAction, Keymap, View};
+use crate::control::audit::AuditEntry;
 use crate::control::envfile::{ConfirmPolicy, EnvDef};
 use crate::control::{Plan, Report};
 use crate::domain::kube::WatchStatus;
@@ -20,6 +21,8 @@ const TOAST_OK_SECS: i64 = 5;
 const TOAST_FAIL_SECS: i64 = 12;
 const MAX_TOASTS: usize = 3;
 const MAX_INPUT: usize = 200;
+/// Journal entries kept per environment (the newest); older ones stay in the file.
+pub const MAX_JOURNAL: usize = 1000;
 
 #[derive(Clone, Debug)]
 pub enum Event {
@@ -46,6 +49,9 @@ pub enum Event {
         number: u64,
         result: Result<Vec<String>, String>,
     },
+    /// The audit journal as last read (every environment's entries, oldest first), or why
+    /// it could not be read.
+    Journal(Result<JournalRead, String>),
     Planned {
         id: u64,
         result: Result<PlanView, String>,
@@ -54,6 +60,81 @@ pub enum Event {
         id: u64,
         result: ExecResult,
     },
+}
+
+/// One read of the audit journal.
+#[derive(Clone, Debug, Default)]
+pub struct JournalRead {
+    pub entries: Vec<AuditEntry>,
+    /// Lines that did not parse (a torn line after a crash, or damage).
+    pub skipped: usize,
+}
+
+/// One row of History. A revision carries the journal entry that made it when the journal
+/// has one; entries that made no revision (refusals, cancels, failures, sandbox faults)
+/// are rows of their own.
+#[derive(Clone, Copy, Debug)]
+pub enum HistoryItem<'a> {
+    Revision {
+        rev: &'a RevisionInfo,
+        entry: Option<&'a AuditEntry>,
+    },
+    Journal(&'a AuditEntry),
+}
+
+impl HistoryItem<'_> {
+    pub fn time(&self) -> DateTime<Utc> {
+        match self {
+            HistoryItem::Revision { rev, .. } => rev.time,
+            HistoryItem::Journal(e) => e.time,
+        }
+    }
+
+    pub fn revision(&self) -> Option<u64> {
+        match self {
+            HistoryItem::Revision { rev, .. } => Some(rev.number),
+            HistoryItem::Journal(_) => None,
+        }
+    }
+
+    pub fn entry(&self) -> Option<&AuditEntry> {
+        match self {
+            HistoryItem::Revision { entry, .. } => *entry,
+            HistoryItem::Journal(e) => Some(e),
+        }
+    }
+
+    fn matches(&self, filter: &str) -> bool {
+        if filter.is_empty() {
+            return true;
+        }
+        let rev = match self {
+            HistoryItem::Revision { rev, .. } => {
+                matches(filter, &rev.description)
+                    || matches(filter, &rev.actor)
+                    || matches(filter, &rev.number.to_string())
+            }
+            HistoryItem::Journal(_) => false,
+        };
+        rev || self.entry().is_some_and(|e| {
+            matches(filter, &e.description)
+                || matches(filter, &e.actor)
+                || matches(filter, outcome_word(e.outcome))
+                || e.error.as_deref().is_some_and(|x| matches(filter, x))
+        })
+    }
+}
+
+/// The outcome as History and toasts say it.
+pub fn outcome_word(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Applied => "applied",
+        Outcome::Refused => "refused",
+        Outcome::Cancelled => "cancelled",
+        Outcome::Conflict => "conflict",
+        Outcome::Unverified => "unverified",
+        Outcome::Failed => "failed",
+    }
 }
 
 /// What the app asks `run` to do.
@@ -216,6 +297,23 @@ pub struct EnvState {
     pub metrics: Option<MetricsFeed>,
     /// The diff of one revision, once read.
     pub diff: Option<(u64, Result<Vec<String>, String>)>,
+    /// This environment's audit journal entries, oldest first (at most [`MAX_JOURNAL`]).
+    pub journal: Vec<AuditEntry>,
+    /// Worked out once per snapshot (in [`EnvState::set_status`] and
+    /// [`EnvState::set_metrics`]) so that frames only look things up.
+    derived: Derived,
+}
+
+/// Lookups built from one snapshot. With 1,000 upstreams and 500 routes, deriving these per
+/// frame (health alone compared every split against every upstream) cost more than drawing.
+#[derive(Default)]
+struct Derived {
+    /// Route name → index in `status.routes`.
+    routes: std::collections::HashMap<String, usize>,
+    /// Route name → index in the latest metrics sample's routes.
+    metrics: std::collections::HashMap<String, usize>,
+    /// An upstream that gets traffic has no healthy target (or does not exist).
+    starved: bool,
 }
 
 fn matches(filter: &str, text: &str) -> bool {
@@ -236,6 +334,67 @@ impl EnvState {
             flag_selected: 0,
             metrics: None,
             diff: None,
+            journal: Vec::new(),
+            derived: Derived::default(),
+        }
+    }
+
+    /// Takes a new snapshot and works out what frames look up in it.
+    pub fn set_status(&mut self, s: GatewayStatus, at: DateTime<Utc>) {
+        let healthy: std::collections::HashMap<&str, usize> = s
+            .upstreams
+            .iter()
+            .map(|u| (u.name.as_str(), u.healthy_targets()))
+            .collect();
+        self.derived.starved = s.routes.iter().any(|r| {
+            r.split
+                .iter()
+                .any(|(up, w)| *w > 0 && healthy.get(up.as_str()).is_none_or(|n| *n == 0))
+        });
+        self.derived.routes = s
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.name.clone(), i))
+            .collect();
+        self.status = Some(s);
+        self.error = None;
+        self.updated = Some(at);
+    }
+
+    /// Takes a new metrics feed and indexes its routes.
+    pub fn set_metrics(&mut self, feed: MetricsFeed) {
+        self.derived.metrics = feed.latest.as_ref().map_or_else(Default::default, |s| {
+            s.routes
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.route.clone(), i))
+                .collect()
+        });
+        self.metrics = Some(feed);
+    }
+
+    /// The route called `name` in the current snapshot.
+    pub fn route_named(&self, name: &str) -> Option<&RouteStatus> {
+        let s = self.status.as_ref()?;
+        match self.derived.routes.get(name).and_then(|i| s.routes.get(*i)) {
+            Some(r) if r.name == name => Some(r),
+            // An index from another snapshot (never in the event loop): look it up.
+            _ => s.route(name),
+        }
+    }
+
+    /// The latest metrics of the route called `name`.
+    pub fn route_metrics(&self, name: &str) -> Option<&crate::domain::metrics::RouteMetrics> {
+        let s = self.metrics.as_ref()?.latest.as_ref()?;
+        match self
+            .derived
+            .metrics
+            .get(name)
+            .and_then(|i| s.routes.get(*i))
+        {
+            Some(r) if r.route == name => Some(r),
+            _ => s.route(name),
         }
     }
 
@@ -243,18 +402,13 @@ impl EnvState {
         if self.error.is_some() {
             return Health::Down;
         }
-        let Some(s) = &self.status else {
+        if self.status.is_none() {
             return Health::Unknown;
-        };
+        }
         if !self.troubled_watches().is_empty() {
             return Health::Degraded;
         }
-        let starved = s.routes.iter().any(|r| {
-            r.split
-                .iter()
-                .any(|(up, w)| *w > 0 && s.upstream(up).is_none_or(|u| u.healthy_targets() == 0))
-        });
-        if starved {
+        if self.derived.starved {
             Health::Degraded
         } else {
             Health::Ok
@@ -307,25 +461,58 @@ impl EnvState {
             .copied()
     }
 
-    /// Revisions newest first, narrowed by `filter` (description or actor).
-    pub fn history(&self, filter: &str) -> Vec<&RevisionInfo> {
-        let mut v: Vec<&RevisionInfo> = self
-            .revisions
+    /// Revisions and journal entries, newest first, narrowed by `filter` (description,
+    /// actor, number, outcome or error). A journal entry that made a revision shares its row.
+    pub fn history(&self, filter: &str) -> Vec<HistoryItem<'_>> {
+        let by_rev: std::collections::HashMap<u64, &AuditEntry> = self
+            .journal
             .iter()
-            .filter(|r| {
-                matches(filter, &r.description)
-                    || matches(filter, &r.actor)
-                    || matches(filter, &r.number.to_string())
+            .filter_map(|e| match (e.outcome, e.revision) {
+                (Outcome::Applied | Outcome::Unverified, Some(n)) => Some((n, e)),
+                _ => None,
             })
             .collect();
-        v.sort_by_key(|r| std::cmp::Reverse(r.number));
+        let known: std::collections::HashSet<u64> =
+            self.revisions.iter().map(|r| r.number).collect();
+        let mut v: Vec<HistoryItem> = self
+            .revisions
+            .iter()
+            .map(|rev| HistoryItem::Revision {
+                rev,
+                entry: by_rev.get(&rev.number).copied(),
+            })
+            .chain(
+                self.journal
+                    .iter()
+                    .filter(|e| {
+                        !(matches!(e.outcome, Outcome::Applied | Outcome::Unverified)
+                            && e.revision.is_some_and(|n| known.contains(&n)))
+                    })
+                    .map(HistoryItem::Journal),
+            )
+            .filter(|i| i.matches(filter))
+            .collect();
+        // By time; among revisions with the same second, by number.
+        v.sort_by(|a, b| {
+            b.time()
+                .cmp(&a.time())
+                .then_with(|| b.revision().cmp(&a.revision()))
+        });
         v
     }
 
-    pub fn selected_revision(&self, filter: &str) -> Option<&RevisionInfo> {
+    pub fn selected_history(&self, filter: &str) -> Option<HistoryItem<'_>> {
         let h = self.history(filter);
         h.get(self.rev_selected.min(h.len().saturating_sub(1)))
             .copied()
+    }
+
+    /// The selected History row when it is a revision.
+    pub fn selected_revision(&self, filter: &str) -> Option<&RevisionInfo> {
+        match self.selected_history(filter)? {
+            HistoryItem::Revision { rev, .. } => Some(rev),
+            HistoryItem::Journal(_) => None,
+        }
     }
 
     pub fn flags(&self, filter: &str) -> Vec<&FlagStatus> {
@@ -358,6 +545,10 @@ pub struct App {
     pub keymap: Keymap,
     /// A sandbox is behind the cockpit, so faults can be injected.
     pub sandbox: bool,
+    /// Why the audit journal could not be read last time (cleared by a good read).
+    pub journal_error: Option<String>,
+    /// Journal lines that did not parse in the last read.
+    pub journal_skipped: usize,
     /// The diff last asked for (environment, revision), so it is asked for once.
     diff_wanted: Option<(usize, u64)>,
     next_id: u64,
@@ -496,6 +687,8 @@ impl App {
             input: None,
             keymap: Keymap::default(),
             sandbox: false,
+            journal_error: None,
+            journal_skipped: 0,
             diff_wanted: None,
             next_id: 1,
         }
@@ -639,7 +832,12 @@ impl App {
         };
         let current = env.status.as_ref().map(|s| s.revision);
         let Some(n) = env.selected_revision(&self.filter).map(|r| r.number) else {
-            self.toast(ToastKind::Info, "no revision selected");
+            let msg = if env.selected_history(&self.filter).is_some() {
+                "a journal entry is not a revision: select a revision to roll back to"
+            } else {
+                "no revision selected"
+            };
+            self.toast(ToastKind::Info, msg);
             return vec![];
         };
         if Some(n) == current {
@@ -1111,11 +1309,7 @@ pub fn update(app: &mut App, event: Event) -> Vec<Command> {
             if let Some(e) = app.envs.get_mut(env) {
                 e.watches = watches;
                 match status {
-                    Ok(s) => {
-                        e.status = Some(s);
-                        e.error = None;
-                        e.updated = Some(at);
-                    }
+                    Ok(s) => e.set_status(s, at),
                     // The last good status stays on screen, marked stale, beside the error.
                     Err(err) => e.error = Some(err),
                 }
@@ -1127,7 +1321,7 @@ pub fn update(app: &mut App, event: Event) -> Vec<Command> {
         }
         Event::Metrics { env, feed } => {
             if let Some(e) = app.envs.get_mut(env) {
-                e.metrics = Some(*feed);
+                e.set_metrics(*feed);
             }
             return vec![];
         }
@@ -1142,6 +1336,30 @@ pub fn update(app: &mut App, event: Event) -> Vec<Command> {
             if app.diff_wanted == Some((env, number)) {
                 app.diff_wanted = None;
             }
+            vec![]
+        }
+        Event::Journal(Ok(read)) => {
+            app.journal_error = None;
+            app.journal_skipped = read.skipped;
+            for e in &mut app.envs {
+                e.journal.clear();
+            }
+            // Newest last; keep only the newest MAX_JOURNAL of each environment.
+            for entry in read.entries.into_iter().rev() {
+                if let Some(e) = app.envs.iter_mut().find(|e| e.def.name == entry.env)
+                    && e.journal.len() < MAX_JOURNAL
+                {
+                    e.journal.push(entry);
+                }
+            }
+            for e in &mut app.envs {
+                e.journal.reverse();
+            }
+            vec![]
+        }
+        Event::Journal(Err(err)) => {
+            // The entries read before stay; the error says they may be behind.
+            app.journal_error = Some(err);
             vec![]
         }
         Event::Planned { id, result } => app.planned(id, result),
@@ -1748,6 +1966,217 @@ pub(crate) mod tests {
             ),
             "{c:?}"
         );
+    }
+
+    /// A journal entry `mins` minutes after t0.
+    pub fn journal_entry(
+        env: &str,
+        mins: i64,
+        outcome: Outcome,
+        revision: Option<u64>,
+        error: Option<&str>,
+    ) -> AuditEntry {
+        AuditEntry {
+            time: t0() + chrono::Duration::minutes(mins),
+            actor: "bo@laptop".into(),
+            env: env.into(),
+            action: Action::SetCanary {
+                route: "payments".into(),
+                percent: 50,
+            },
+            description: "set payments canary to 50%".into(),
+            before: "payments-v1 95 / payments-v2 5".into(),
+            after: "payments-v1 50 / payments-v2 50".into(),
+            checks: vec![Check {
+                name: "canary step".into(),
+                passed: outcome != Outcome::Refused,
+                detail: "45 points, the limit is 25".into(),
+            }],
+            outcome,
+            revision,
+            error: error.map(String::from),
+            forced: None,
+        }
+    }
+
+    fn revs_at(n: u64) -> Vec<RevisionInfo> {
+        // Revision i at t0 + 10·i minutes.
+        revs(n)
+            .into_iter()
+            .map(|mut r| {
+                r.time = t0() + chrono::Duration::minutes(10 * r.number as i64);
+                r
+            })
+            .collect()
+    }
+
+    #[test]
+    fn history_interleaves_the_journal_with_the_revisions_newest_first() {
+        let mut app = app_with(
+            vec![
+                def("stage", ConfirmPolicy::Yes, false),
+                def("prod", ConfirmPolicy::TypeName, false),
+            ],
+            false,
+        );
+        update(
+            &mut app,
+            Event::EnvUpdate {
+                env: 1,
+                status: Ok(status(3, 5)),
+                revisions: Some(revs_at(3)),
+                watches: Vec::new(),
+                at: t0(),
+            },
+        );
+        let entries = vec![
+            journal_entry(
+                "prod",
+                15,
+                Outcome::Refused,
+                None,
+                Some("canary step too big"),
+            ),
+            // The entry that made revision 3 shares its row.
+            journal_entry("prod", 30, Outcome::Applied, Some(3), None),
+            journal_entry(
+                "stage",
+                31,
+                Outcome::Failed,
+                None,
+                Some("connection refused"),
+            ),
+            journal_entry("prod", 35, Outcome::Cancelled, None, None),
+            journal_entry("nowhere", 36, Outcome::Applied, None, None),
+        ];
+        update(
+            &mut app,
+            Event::Journal(Ok(JournalRead {
+                entries,
+                skipped: 1,
+            })),
+        );
+        assert_eq!(app.journal_skipped, 1);
+        assert_eq!(app.envs[0].journal.len(), 1, "stage's own entry");
+        assert_eq!(app.envs[1].journal.len(), 3);
+        let h = app.envs[1].history("");
+        let rows: Vec<(Option<u64>, Option<Outcome>)> = h
+            .iter()
+            .map(|i| (i.revision(), i.entry().map(|e| e.outcome)))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                (None, Some(Outcome::Cancelled)),
+                (Some(3), Some(Outcome::Applied)),
+                (Some(2), None),
+                (None, Some(Outcome::Refused)),
+                (Some(1), None),
+            ]
+        );
+        // The filter finds entries by outcome and reason too.
+        assert_eq!(app.envs[1].history("refused").len(), 1);
+        assert_eq!(app.envs[1].history("too big").len(), 1);
+    }
+
+    #[test]
+    fn history_selection_walks_journal_rows_and_loads_diffs_only_for_revisions() {
+        let mut app = app_with(vec![def("prod", ConfirmPolicy::TypeName, false)], false);
+        update(
+            &mut app,
+            Event::EnvUpdate {
+                env: 0,
+                status: Ok(status(3, 5)),
+                revisions: Some(revs_at(3)),
+                watches: Vec::new(),
+                at: t0(),
+            },
+        );
+        update(
+            &mut app,
+            Event::Journal(Ok(JournalRead {
+                entries: vec![
+                    journal_entry("prod", 15, Outcome::Refused, None, Some("frozen")),
+                    journal_entry("prod", 35, Outcome::Failed, None, Some("timed out")),
+                ],
+                skipped: 0,
+            })),
+        );
+        // Newest first: failed(35), r3, r2, refused(15), r1.
+        let c = keys(&mut app, &[Key::Char('H')]);
+        assert!(c.is_empty(), "a journal row needs no diff read: {c:?}");
+        assert!(matches!(
+            app.env().unwrap().selected_history(""),
+            Some(HistoryItem::Journal(e)) if e.outcome == Outcome::Failed
+        ));
+        assert!(keys(&mut app, &[Key::Char('r')]).is_empty());
+        assert!(
+            app.toasts
+                .iter()
+                .any(|t| t.text.contains("journal entry is not a revision")),
+            "{:?}",
+            app.toasts
+        );
+        let c = keys(&mut app, &[Key::Char('j')]);
+        assert_eq!(c, vec![Command::LoadDiff { env: 0, number: 3 }]);
+        let c = keys(&mut app, &[Key::Char('j'), Key::Char('j')]);
+        assert_eq!(c, vec![Command::LoadDiff { env: 0, number: 2 }]);
+        assert!(matches!(
+            app.env().unwrap().selected_history(""),
+            Some(HistoryItem::Journal(e)) if e.outcome == Outcome::Refused
+        ));
+        // Scrolling stops at both ends.
+        keys(&mut app, &[Key::Char('j'); 5]);
+        assert_eq!(app.env().unwrap().rev_selected, 4);
+        keys(&mut app, &[Key::Char('k'); 9]);
+        assert_eq!(app.env().unwrap().rev_selected, 0);
+        // A rollback from History goes to the selected revision.
+        let c = keys(&mut app, &[Key::Char('j'), Key::Char('j'), Key::Char('r')]);
+        assert!(
+            matches!(
+                &c[..],
+                [
+                    ..,
+                    Command::Plan {
+                        action: Action::Rollback { to: Some(2) },
+                        ..
+                    }
+                ]
+            ),
+            "{c:?}"
+        );
+    }
+
+    #[test]
+    fn journal_reads_keep_the_newest_entries_and_errors_keep_the_last_good_read() {
+        let mut app = app_with(vec![def("prod", ConfirmPolicy::Yes, false)], false);
+        let entries: Vec<AuditEntry> = (0..MAX_JOURNAL as i64 + 10)
+            .map(|i| journal_entry("prod", i, Outcome::Cancelled, None, None))
+            .collect();
+        update(
+            &mut app,
+            Event::Journal(Ok(JournalRead {
+                entries,
+                skipped: 0,
+            })),
+        );
+        let j = &app.envs[0].journal;
+        assert_eq!(j.len(), MAX_JOURNAL);
+        assert_eq!(
+            j[0].time,
+            t0() + chrono::Duration::minutes(10),
+            "oldest dropped"
+        );
+        assert!(j.windows(2).all(|w| w[0].time <= w[1].time), "oldest first");
+        update(
+            &mut app,
+            Event::Journal(Err("/var/lib/audit.jsonl: permission denied".into())),
+        );
+        assert_eq!(app.envs[0].journal.len(), MAX_JOURNAL);
+        assert!(app.journal_error.as_deref().unwrap().contains("permission"));
+        update(&mut app, Event::Journal(Ok(JournalRead::default())));
+        assert!(app.journal_error.is_none());
+        assert!(app.envs[0].journal.is_empty());
     }
 
     #[test]

@@ -31,6 +31,10 @@ use crate::domain::{GatewayStatus, Outcome};
 use crate::metrics::{CanaryRoles, MetricsPoller, MetricsSource};
 
 const POLL_EVERY: Duration = Duration::from_secs(1);
+/// How often the audit journal is checked for changes (a stat; read only when it changed).
+const JOURNAL_EVERY: Duration = Duration::from_secs(1);
+/// How much of the journal's tail History reads (about 2,000 entries).
+const JOURNAL_TAIL: u64 = 1 << 20;
 const TICK: Duration = Duration::from_millis(250);
 
 pub struct TuiOptions {
@@ -156,6 +160,62 @@ fn spawn_feed(index: usize, env: Arc<Env>, tx: mpsc::Sender<Msg>) -> JoinHandle<
     })
 }
 
+/// Size and modification time: enough to tell that the journal changed.
+fn journal_stamp(path: &std::path::Path) -> Result<Option<(u64, std::time::SystemTime)>, String> {
+    match std::fs::metadata(path) {
+        Ok(m) => Ok(Some((m.len(), m.modified().map_err(|e| e.to_string())?))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Follows the audit journal for History: re-reads its tail (on a blocking thread, never
+/// the UI task) whenever its size or mtime changes, or when `poke` says a change was
+/// just recorded.
+fn spawn_journal(
+    journal: Arc<Journal>,
+    poke: Arc<tokio::sync::Notify>,
+    tx: mpsc::Sender<Msg>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(JOURNAL_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seen: Option<Result<Option<(u64, std::time::SystemTime)>, String>> = None;
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = poke.notified() => {}
+            }
+            let j = journal.clone();
+            let stamp = tokio::task::spawn_blocking(move || journal_stamp(j.path()))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|s| s);
+            if seen.as_ref() == Some(&stamp) {
+                continue;
+            }
+            let result = match &stamp {
+                Err(e) => Err(e.clone()),
+                Ok(_) => {
+                    let j = journal.clone();
+                    tokio::task::spawn_blocking(move || j.read_recent(JOURNAL_TAIL))
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.map_err(|e| format!("{}: {e}", journal.path().display())))
+                        .map(|r| app::JournalRead {
+                            entries: r.entries,
+                            skipped: r.skipped,
+                        })
+                }
+            };
+            seen = Some(stamp);
+            if tx.send(Msg::App(Event::Journal(result))).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
 /// Starts the metrics poller of one environment and forwards every new feed to the UI. A
 /// source that cannot even be built shows its error on the panel.
 fn spawn_metrics(
@@ -212,6 +272,8 @@ struct Backends {
     envs: Vec<(String, Result<Arc<Env>, String>)>,
     plans: Arc<Mutex<HashMap<u64, PendingPlan>>>,
     journal: Arc<Journal>,
+    /// Tells the journal follower that an entry was just written.
+    journal_poke: Arc<tokio::sync::Notify>,
     actor: Arc<str>,
     tx: mpsc::Sender<Msg>,
 }
@@ -273,6 +335,7 @@ impl Backends {
             Command::Execute { id } => {
                 let tx = self.tx.clone();
                 let journal = self.journal.clone();
+                let poke = self.journal_poke.clone();
                 let actor = self.actor.clone();
                 let taken = self.take(id);
                 tokio::spawn(async move {
@@ -286,6 +349,7 @@ impl Backends {
                         return;
                     };
                     let report = control::execute(&env, &plan, &journal, &actor).await;
+                    poke.notify_one();
                     let result = ExecResult::from(&report);
                     let _ = tx.send(Msg::App(Event::Executed { id, result })).await;
                     // Show the new state at once rather than on the next poll. A watched
@@ -327,9 +391,11 @@ impl Backends {
             Command::Cancel { id } => {
                 if let Some(PendingPlan { plan, .. }) = self.take(id) {
                     let journal = self.journal.clone();
+                    let poke = self.journal_poke.clone();
                     let actor = self.actor.clone();
                     tokio::task::spawn_blocking(move || {
                         control::not_applied(&plan, &journal, &actor, Outcome::Cancelled, None);
+                        poke.notify_one();
                     });
                 }
             }
@@ -440,10 +506,17 @@ pub async fn run(cfg: CockpitConfig, opts: TuiOptions) -> anyhow::Result<i32> {
             }
         }
     }
+    let journal_poke = Arc::new(tokio::sync::Notify::new());
+    pollers.push(spawn_journal(
+        journal.clone(),
+        journal_poke.clone(),
+        tx.clone(),
+    ));
     let backends = Backends {
         envs,
         plans: Arc::default(),
         journal,
+        journal_poke,
         actor,
         tx: tx.clone(),
     };

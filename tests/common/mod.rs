@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod prometheus;
+pub mod tmux;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -10,9 +10,9 @@ use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
 use super::header::{health_style, health_symbol};
 use super::live::{error_style, latency_text, ratio_text};
 use crate::domain::RouteStatus;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use crate::domain::metrics::{RouteMetrics, Verdict};
+use crate::domain::metrics::Verdict;
 use crate::tui::app::{App, EnvState};
 use crate::tui::theme::Theme;
 
@@ -47,41 +47,13 @@ pub fn visible(count: usize, current: usize, width: u16) -> std::ops::Range<usiz
     start..start + fit
 }
 
-/// One environment's routes and route metrics by name, looked up once per frame.
-struct Lookup<'a> {
-    env: &'a EnvState,
-    routes: HashMap<&'a str, &'a RouteStatus>,
-    metrics: HashMap<&'a str, &'a RouteMetrics>,
-}
-
-impl<'a> Lookup<'a> {
-    fn new(env: &'a EnvState) -> Self {
-        let routes = env
-            .status
-            .iter()
-            .flat_map(|s| s.routes.iter().map(|r| (r.name.as_str(), r)))
-            .collect();
-        let metrics = env
-            .metrics
-            .iter()
-            .filter_map(|f| f.latest.as_ref())
-            .flat_map(|s| s.routes.iter().map(|r| (r.route.as_str(), r)))
-            .collect();
-        Self {
-            env,
-            routes,
-            metrics,
-        }
-    }
-}
-
-fn cell<'a>(l: &Lookup<'_>, route: &str, wide: bool, theme: &Theme) -> Cell<'a> {
-    let Some(r) = l.routes.get(route) else {
-        let text = if l.env.status.is_none() { "?" } else { "—" };
+fn cell<'a>(env: &EnvState, route: &str, wide: bool, theme: &Theme) -> Cell<'a> {
+    let Some(r) = env.route_named(route) else {
+        let text = if env.status.is_none() { "?" } else { "—" };
         return Cell::from(Span::styled(text, theme.dim));
     };
     let mut spans = vec![Span::styled(format!("{:<10}", placement(r)), theme.base)];
-    if let Some(m) = l.metrics.get(route) {
+    if let Some(m) = env.route_metrics(route) {
         if let Some(e) = m.signals.error_ratio_5xx.get() {
             spans.push(Span::styled(
                 format!(" {:>6}", ratio_text(e)),
@@ -103,7 +75,7 @@ fn detail(f: &mut Frame, area: Rect, app: &App, route: &str, theme: &Theme) {
         .iter()
         .map(|e| {
             let mut spans = vec![Span::styled(format!("{:<8}", e.def.name), theme.title)];
-            let Some(r) = e.status.as_ref().and_then(|s| s.route(route)) else {
+            let Some(r) = e.route_named(route) else {
                 spans.push(Span::styled("no such route", theme.dim));
                 return Line::from(spans);
             };
@@ -111,12 +83,7 @@ fn detail(f: &mut Frame, area: Rect, app: &App, route: &str, theme: &Theme) {
                 format!("{:<24}", super::routes::split_text(r, true)),
                 theme.base,
             ));
-            let m = e
-                .metrics
-                .as_ref()
-                .and_then(|f| f.latest.as_ref())
-                .and_then(|s| s.route(route));
-            if let Some(m) = m {
+            if let Some(m) = e.route_metrics(route) {
                 if let Some(v) = m.signals.error_ratio_5xx.get() {
                     spans.push(Span::styled(
                         format!(" 5xx {}", ratio_text(v)),
@@ -168,16 +135,27 @@ pub fn draw(f: &mut Frame, full: Rect, app: &App, theme: &Theme) {
     };
     let cols = visible(app.envs.len(), app.current, area.width);
     let wide = area.width >= 120;
-    let mut names: Vec<&str> = Vec::new();
-    let mut seen = HashSet::new();
-    for e in &app.envs[cols.clone()] {
-        for r in e.routes(&app.filter) {
-            if seen.insert(r.name.as_str()) {
-                names.push(r.name.as_str());
-            }
-        }
-    }
-    let lookups: Vec<Lookup> = app.envs[cols.clone()].iter().map(Lookup::new).collect();
+    let visible_envs = &app.envs[cols.clone()];
+    // Usually every environment has the same routes: then the first one's list is the
+    // union, and no set is needed.
+    let lists: Vec<Vec<&RouteStatus>> =
+        visible_envs.iter().map(|e| e.routes(&app.filter)).collect();
+    let same = lists
+        .windows(2)
+        .all(|w| w[0].len() == w[1].len() && w[0].iter().zip(&w[1]).all(|(a, b)| a.name == b.name));
+    let names: Vec<&str> = if same {
+        lists
+            .first()
+            .map_or_else(Vec::new, |l| l.iter().map(|r| r.name.as_str()).collect())
+    } else {
+        let mut seen = HashSet::new();
+        lists
+            .iter()
+            .flatten()
+            .map(|r| r.name.as_str())
+            .filter(|n| seen.insert(*n))
+            .collect()
+    };
     let mut header = vec![Cell::from(Span::styled("route", theme.title))];
     for (i, e) in app
         .envs
@@ -202,10 +180,17 @@ pub fn draw(f: &mut Frame, full: Rect, app: &App, theme: &Theme) {
             Span::styled(health_symbol(h), health_style(h, theme)),
         ])));
     }
-    let rows = names.iter().map(|n| {
+    // Only the rows that fit are built (borders and the header take three lines).
+    let selected = selected_name
+        .as_deref()
+        .and_then(|s| names.iter().position(|n| *n == s));
+    let fit = usize::from(area.height.saturating_sub(3)).max(1);
+    let start = selected.map_or(0, |s| (s + 1).saturating_sub(fit));
+    let window = &names[start.min(names.len())..(start + fit).min(names.len())];
+    let rows = window.iter().map(|n| {
         let mut cells = vec![Cell::from(n.to_string())];
-        for l in &lookups {
-            cells.push(cell(l, n, wide, theme));
+        for e in visible_envs {
+            cells.push(cell(e, n, wide, theme));
         }
         Row::new(cells).style(theme.base)
     });
@@ -233,10 +218,7 @@ pub fn draw(f: &mut Frame, full: Rect, app: &App, theme: &Theme) {
         .highlight_symbol("▶ ")
         .column_spacing(1);
     let mut state = TableState::default();
-    let selected = selected_name
-        .as_deref()
-        .and_then(|s| names.iter().position(|n| *n == s));
-    state.select(selected);
+    state.select(selected.map(|s| s - start));
     f.render_stateful_widget(table, area, &mut state);
 }
 

@@ -1,12 +1,18 @@
-//! History: the revisions of the current environment, newest first, and the before →
-//! after of the selected one. `r` rolls back to it (planned and confirmed like any change).
+//! History: the revisions of the current environment and its audit journal entries, one
+//! timeline, newest first. A revision shows its before → after diff (read on selection);
+//! a journal entry that made no revision (a refusal, a cancel, a failure, a sandbox fault)
+//! shows the before → after, checks and reason it was recorded with. `r` rolls back to the
+//! selected revision (planned and confirmed like any change).
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState, Wrap};
 
-use crate::tui::app::{App, EnvState};
+use crate::control::audit::AuditEntry;
+use crate::domain::Outcome;
+use crate::tui::app::{App, EnvState, HistoryItem, outcome_word};
 use crate::tui::theme::Theme;
 
 fn block<'a>(title: String, theme: &Theme) -> Block<'a> {
@@ -16,58 +22,167 @@ fn block<'a>(title: String, theme: &Theme) -> Block<'a> {
         .title(Span::styled(title, theme.title))
 }
 
-fn list(f: &mut Frame, area: Rect, env: &EnvState, filter: &str, theme: &Theme) {
+fn outcome_style(o: Outcome, theme: &Theme) -> Style {
+    match o {
+        Outcome::Applied => theme.ok,
+        Outcome::Cancelled => theme.dim,
+        Outcome::Refused | Outcome::Unverified => theme.warn,
+        Outcome::Conflict | Outcome::Failed => theme.bad,
+    }
+}
+
+/// `refused: frozen until 18:00` — the outcome with its reason, for the list.
+fn entry_text(e: &AuditEntry) -> String {
+    let reason = e.error.as_deref().or_else(|| {
+        e.checks
+            .iter()
+            .find(|c| !c.passed)
+            .map(|c| c.detail.as_str())
+    });
+    match reason {
+        Some(r) if e.outcome != Outcome::Applied => format!("{} ({r})", e.description),
+        _ => e.description.clone(),
+    }
+}
+
+fn list(f: &mut Frame, area: Rect, app: &App, env: &EnvState, theme: &Theme) {
     let current = env.status.as_ref().map(|s| s.revision);
-    let revs = env.history(filter);
-    let rows = revs.iter().map(|r| {
-        let mark = if Some(r.number) == current {
-            "● "
-        } else {
-            "  "
+    let items = env.history(&app.filter);
+    let wide = area.width >= 84;
+    // Only the rows that fit are built, as in the routes table.
+    let fit = usize::from(area.height.saturating_sub(2)).max(1);
+    let selected = env.rev_selected.min(items.len().saturating_sub(1));
+    let start = (selected + 1).saturating_sub(fit);
+    let window = &items[start.min(items.len())..(start + fit).min(items.len())];
+    let time_fmt = if wide { "%m-%d %H:%M:%S" } else { "%d %H:%M" };
+    let rows = window.iter().map(|item| {
+        let (mark, mark_style, what) = match item {
+            HistoryItem::Revision { rev, .. } => {
+                let dot = if Some(rev.number) == current {
+                    "●"
+                } else {
+                    " "
+                };
+                (
+                    format!("{dot} r{}", rev.number),
+                    theme.accent,
+                    rev.description.clone(),
+                )
+            }
+            HistoryItem::Journal(e) => ("  ·".to_string(), theme.dim, entry_text(e)),
         };
-        Row::new(vec![
-            Cell::from(Span::styled(format!("{mark}{}", r.number), theme.accent)),
+        let actor = match item {
+            HistoryItem::Revision { rev, entry } => entry.map_or(rev.actor.as_str(), |e| &e.actor),
+            HistoryItem::Journal(e) => &e.actor,
+        };
+        let outcome = match item.entry() {
+            Some(e) => Span::styled(outcome_word(e.outcome), outcome_style(e.outcome, theme)),
+            None => Span::raw(""),
+        };
+        let mut cells = vec![
+            Cell::from(Span::styled(mark, mark_style)),
             Cell::from(Span::styled(
-                r.time.format("%m-%d %H:%M:%S").to_string(),
+                item.time().format(time_fmt).to_string(),
                 theme.dim,
             )),
-            Cell::from(Span::styled(r.actor.clone(), theme.dim)),
-            Cell::from(r.description.clone()),
-        ])
-        .style(theme.base)
+        ];
+        // At 80 columns the actor is left to the detail pane.
+        if wide {
+            cells.push(Cell::from(Span::styled(actor.to_string(), theme.dim)));
+        }
+        cells.push(Cell::from(outcome));
+        cells.push(Cell::from(what));
+        Row::new(cells).style(theme.base)
     });
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Length(6),
-            Constraint::Length(14),
-            Constraint::Length(14),
-            Constraint::Fill(1),
-        ],
-    )
-    .block(block(
-        format!(" revisions of {} ({}) ", env.def.name, revs.len()),
-        theme,
-    ))
-    .row_highlight_style(theme.selected)
-    .highlight_symbol("▶ ")
-    .column_spacing(1);
+    let mut widths = vec![
+        Constraint::Length(6),
+        Constraint::Length(if wide { 14 } else { 8 }),
+    ];
+    if wide {
+        widths.push(Constraint::Length(16));
+    }
+    widths.extend([Constraint::Length(10), Constraint::Fill(1)]);
+    let mut title = format!(
+        " history of {} ({}: {} revisions, {} journal) ",
+        env.def.name,
+        items.len(),
+        env.revisions.len(),
+        env.journal.len()
+    );
+    if let Some(e) = &app.journal_error {
+        title = format!(" history of {} · journal: {e} ", env.def.name);
+    } else if app.journal_skipped > 0 {
+        title.push_str(&format!("· {} unreadable lines ", app.journal_skipped));
+    }
+    let title_style = if app.journal_error.is_some() {
+        theme.bad
+    } else {
+        theme.title
+    };
+    let table = Table::new(rows, widths)
+        .block(
+            Block::default()
+                .borders(Borders::ALL)
+                .border_style(theme.dim)
+                .title(Span::styled(title, title_style)),
+        )
+        .row_highlight_style(theme.selected)
+        .highlight_symbol("▶ ")
+        .column_spacing(1);
     let mut state = TableState::default();
-    if !revs.is_empty() {
-        state.select(Some(env.rev_selected.min(revs.len() - 1)));
+    if !window.is_empty() {
+        state.select(Some(selected - start));
     }
     f.render_stateful_widget(table, area, &mut state);
 }
 
-fn diff(f: &mut Frame, area: Rect, env: &EnvState, filter: &str, theme: &Theme) {
-    let sel = env.selected_revision(filter);
-    let title = match sel {
-        Some(r) => format!(" revision {} · before → after ", r.number),
-        None => " before → after ".into(),
-    };
-    let lines: Vec<Line> = match (sel, &env.diff) {
-        (None, _) => vec![Line::from(Span::styled("no revisions", theme.dim))],
-        (Some(r), Some((n, Ok(lines)))) if *n == r.number => lines
+/// What the journal recorded: who, the outcome with its reason, before → after, checks.
+fn entry_lines<'a>(e: &AuditEntry, theme: &Theme) -> Vec<Line<'a>> {
+    let mut lines = vec![Line::from(vec![
+        Span::styled(outcome_word(e.outcome), outcome_style(e.outcome, theme)),
+        Span::styled(
+            format!(
+                " by {} at {} in {}",
+                e.actor,
+                e.time.format("%Y-%m-%d %H:%M:%S"),
+                e.env
+            ),
+            theme.dim,
+        ),
+    ])];
+    if let Some(err) = &e.error {
+        lines.push(Line::from(Span::styled(
+            format!("why: {err}"),
+            outcome_style(e.outcome, theme),
+        )));
+    }
+    if let Some(f) = &e.forced {
+        lines.push(Line::from(Span::styled(format!("forced: {f}"), theme.warn)));
+    }
+    if !e.before.is_empty() || !e.after.is_empty() {
+        lines.push(Line::from(Span::styled(
+            format!("- {}", e.before),
+            theme.bad,
+        )));
+        lines.push(Line::from(Span::styled(format!("+ {}", e.after), theme.ok)));
+    }
+    for c in &e.checks {
+        let (mark, style) = if c.passed {
+            ("✓", theme.ok)
+        } else {
+            ("✗", theme.bad)
+        };
+        lines.push(Line::from(vec![
+            Span::styled(format!("{mark} {}", c.name), style),
+            Span::styled(format!(": {}", c.detail), theme.dim),
+        ]));
+    }
+    lines
+}
+
+fn diff_lines<'a>(env: &EnvState, number: u64, theme: &Theme) -> Vec<Line<'a>> {
+    match &env.diff {
+        Some((n, Ok(lines))) if *n == number => lines
             .iter()
             .map(|l| {
                 let style = match l.get(..2) {
@@ -79,14 +194,61 @@ fn diff(f: &mut Frame, area: Rect, env: &EnvState, filter: &str, theme: &Theme) 
                 Line::from(Span::styled(l.clone(), style))
             })
             .collect(),
-        (Some(r), Some((n, Err(e)))) if *n == r.number => vec![Line::from(Span::styled(
+        Some((n, Err(e))) if *n == number => vec![Line::from(Span::styled(
             format!("✖ cannot read revision {n}: {e}"),
             theme.bad,
         ))],
-        (Some(r), _) => vec![Line::from(Span::styled(
-            format!("reading revision {} …", r.number),
+        _ => vec![Line::from(Span::styled(
+            format!("reading revision {number} …"),
             theme.dim,
         ))],
+    }
+}
+
+fn detail(f: &mut Frame, area: Rect, env: &EnvState, filter: &str, theme: &Theme) {
+    let sel = env.selected_history(filter);
+    let (title, lines) = match sel {
+        None => (
+            " before → after ".to_string(),
+            vec![Line::from(Span::styled(
+                "no revisions or journal entries",
+                theme.dim,
+            ))],
+        ),
+        Some(HistoryItem::Revision { rev, entry }) => {
+            let mut lines = diff_lines(env, rev.number, theme);
+            // Who made it on top; with the journal's entry, how it went and its checks.
+            let head = match entry {
+                Some(e) => {
+                    let passed = e.checks.iter().filter(|c| c.passed).count();
+                    let mut head = vec![
+                        Span::styled(outcome_word(e.outcome), outcome_style(e.outcome, theme)),
+                        Span::styled(
+                            format!(" by {} · checks {passed}/{}", e.actor, e.checks.len()),
+                            theme.dim,
+                        ),
+                    ];
+                    if let Some(f) = &e.forced {
+                        head.push(Span::styled(format!(" · forced: {f}"), theme.warn));
+                    }
+                    head
+                }
+                None => vec![Span::styled(
+                    format!(
+                        "by {} at {}",
+                        rev.actor,
+                        rev.time.format("%Y-%m-%d %H:%M:%S")
+                    ),
+                    theme.dim,
+                )],
+            };
+            lines.insert(0, Line::from(head));
+            (format!(" revision {} · before → after ", rev.number), lines)
+        }
+        Some(HistoryItem::Journal(e)) => (
+            format!(" journal · {} ", e.description),
+            entry_lines(e, theme),
+        ),
     };
     f.render_widget(
         Paragraph::new(lines)
@@ -100,12 +262,12 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, env: &EnvState, theme: &Theme)
     if area.width >= 120 {
         let [l, r] =
             Layout::horizontal([Constraint::Percentage(55), Constraint::Fill(1)]).areas(area);
-        list(f, l, env, &app.filter, theme);
-        diff(f, r, env, &app.filter, theme);
+        list(f, l, app, env, theme);
+        detail(f, r, env, &app.filter, theme);
     } else {
         let [l, r] =
             Layout::vertical([Constraint::Percentage(50), Constraint::Fill(1)]).areas(area);
-        list(f, l, env, &app.filter, theme);
-        diff(f, r, env, &app.filter, theme);
+        list(f, l, app, env, theme);
+        detail(f, r, env, &app.filter, theme);
     }
 }

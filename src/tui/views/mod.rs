@@ -80,6 +80,17 @@ fn body_area(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             rest
         }
     };
+    // Lost after answering: say so above the last known data (Overview and Flags; History
+    // keeps its room, the header already says DOWN there).
+    let area = match &env.error {
+        Some(e) if app.view != View::History && area.height >= 12 => {
+            let [strip, rest] =
+                Layout::vertical([Constraint::Length(4), Constraint::Min(6)]).areas(area);
+            panels::lost_backend(f, strip, env, e, theme);
+            rest
+        }
+        _ => area,
+    };
     match app.view {
         View::History => return history::draw(f, area, app, env, theme),
         View::Flags => return flags::draw(f, area, env, &app.filter, theme),

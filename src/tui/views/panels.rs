@@ -157,10 +157,38 @@ pub fn watches(f: &mut Frame, area: Rect, env: &EnvState, theme: &Theme) {
     );
 }
 
+/// The backend answered before and has stopped: a strip above the last known data, which
+/// stays on screen (marked stale in the header).
+pub fn lost_backend(f: &mut Frame, area: Rect, env: &EnvState, error: &str, theme: &Theme) {
+    // Backend errors usually name the address already; say it once.
+    let addr = env.def.address();
+    let head = if error.contains(&addr) {
+        "✖ ".to_string()
+    } else {
+        format!("✖ {addr}: ")
+    };
+    let text = vec![Line::from(vec![
+        Span::styled(head, theme.bad),
+        Span::styled(error.to_string(), theme.base),
+        Span::styled(" · showing the last data; retrying every second", theme.dim),
+    ])];
+    f.render_widget(
+        Paragraph::new(text)
+            .block(
+                block(&format!("{} admin API not answering", env.def.name), theme)
+                    .border_style(theme.bad),
+            )
+            .wrap(Wrap { trim: false }),
+        area,
+    );
+}
+
 pub fn upstreams(f: &mut Frame, area: Rect, env: &EnvState, theme: &Theme) {
     let mut lines = Vec::new();
+    // Only the lines that fit are built (with 1,000 upstreams, most never show).
+    let fit = usize::from(area.height.saturating_sub(2));
     if let Some(s) = &env.status {
-        for u in &s.upstreams {
+        for u in s.upstreams.iter().take(fit) {
             let healthy = u.healthy_targets();
             let total = u.targets.len();
             let (sym, style) = if healthy == total && total > 0 {
@@ -201,6 +229,7 @@ pub fn revisions(f: &mut Frame, area: Rect, env: &EnvState, theme: &Theme) {
     let lines: Vec<Line> = env
         .revisions
         .iter()
+        .take(usize::from(area.height.saturating_sub(2)))
         .map(|r| {
             let mark = if Some(r.number) == current {
                 "▶"

@@ -168,9 +168,16 @@ fn stale_data_shows_its_age_beside_the_error() {
         },
     );
     update(&mut app, Event::Tick(t0() + Duration::seconds(9)));
-    let text = render(&app, &Theme::dark(), 80, 24).backend().to_string();
+    let term = render(&app, &Theme::dark(), 80, 24);
+    insta::assert_snapshot!("lost_backend_80x24", term.backend());
+    let text = term.backend().to_string();
     assert!(text.contains("STALE 9s old"), "{text}");
     assert!(text.contains("DOWN"), "{text}");
+    assert!(
+        text.contains("prod admin API not answering"),
+        "an error panel: {text}"
+    );
+    assert!(text.contains("timed out"), "with the error: {text}");
     assert!(
         text.contains("payments"),
         "the last known routes stay visible"
@@ -538,6 +545,68 @@ mod live_and_views {
         let mut moved = app;
         update(&mut moved, Event::Key(Key::Char('j')));
         assert!(text(&moved, 80, 24).contains("reading revision 3"));
+    }
+
+    #[test]
+    fn history_interleaves_the_audit_journal() {
+        use crate::domain::Outcome;
+        use crate::tui::app::JournalRead;
+        use crate::tui::app::tests::journal_entry;
+        let mut app = with_history(three_envs(false));
+        // Revisions are at t0-40..-10 min; the journal adds a refusal between 3 and 4, a
+        // failure after 4, and 4's own entry (merged into its row).
+        update(
+            &mut app,
+            Event::Journal(Ok(JournalRead {
+                entries: vec![
+                    journal_entry(
+                        "prod",
+                        -15,
+                        Outcome::Refused,
+                        None,
+                        Some("check failed: canary step"),
+                    ),
+                    journal_entry("prod", -10, Outcome::Applied, Some(4), None),
+                    journal_entry(
+                        "prod",
+                        -5,
+                        Outcome::Failed,
+                        None,
+                        Some("cannot reach http://127.0.0.1:94: connection refused"),
+                    ),
+                    journal_entry("stage", -4, Outcome::Cancelled, None, None),
+                ],
+                skipped: 0,
+            })),
+        );
+        let dark = Theme::dark();
+        // The newest row (the failure) is selected: its reason and before → after show.
+        let small = render(&app, &dark, 80, 24);
+        insta::assert_snapshot!("history_journal_80x24", small.backend());
+        let t = small.backend().to_string();
+        assert!(t.contains("why: cannot reach http://127.0.0.1:94"), "{t}");
+        assert!(t.contains("+ payments-v1 50 / payments-v2 50"), "{t}");
+        assert!(!t.contains("cancelled"), "stage's entry is not prod's: {t}");
+        insta::assert_snapshot!(
+            "history_journal_160x48",
+            render(&app, &dark, 160, 48).backend()
+        );
+        // Down to revision 4: its diff with the journal's line on top.
+        update(&mut app, Event::Key(Key::Char('j')));
+        let t = text(&app, 80, 24);
+        assert!(t.contains("revision 4 · before → after"), "{t}");
+        assert!(t.contains("applied by bo@laptop · checks 1/1"), "{t}");
+        // Down to the refusal: the failed check is red.
+        update(&mut app, Event::Key(Key::Char('j')));
+        let term = render(&app, &dark, 80, 24);
+        let t = term.backend().to_string();
+        assert!(t.contains("✗ canary step: 45 points"), "{t}");
+        let buf = term.backend().buffer();
+        let cross = (0..buf.area.height)
+            .flat_map(|y| (0..buf.area.width).map(move |x| (x, y)))
+            .find(|&(x, y)| buf[(x, y)].symbol() == "✗" && y > 12)
+            .expect("✗ on screen");
+        assert_eq!(buf[cross].fg, Color::Red);
     }
 
     #[test]
