@@ -798,7 +798,7 @@ async fn interactive_walk_in_a_terminal_and_a_pause_timeout() {
     .unwrap();
     let tmux = Tmux(format!("sbwalk-{}", std::process::id()));
     let cmd = format!(
-        "{BIN} walk {} --config {} --actor alice@tty; echo EXIT=$?; sleep 60",
+        "{BIN} walk {} --config {} --actor alice@tty --prompt; echo EXIT=$?; sleep 60",
         rb.display(),
         sb.config()
     );
