@@ -879,6 +879,90 @@ pub async fn run(cfg: CockpitConfig, opts: TuiOptions) -> anyhow::Result<i32> {
 mod tests {
     use super::*;
 
+    /// The whole way from a key to the engine: the engine's question crosses the bridge
+    /// as an event, `c` in the walk view becomes an answer, and the engine's `decide`
+    /// returns it.
+    #[tokio::test]
+    async fn a_key_answers_the_engine_through_the_bridge() {
+        use crate::control::envfile::ConfirmPolicy;
+        use crate::walk::engine::Operator;
+        use crate::walk::{PauseKind, WalkState};
+        let rb = crate::walk::runbook::parse_str(
+            "name: t\nenv: dev\nroute: users\nsteps:\n  - pause: { message: ok? }\n",
+            "t.yaml",
+        )
+        .expect("runbook");
+        let st = WalkState::new(
+            "id".into(),
+            &rb,
+            "t.yaml",
+            "sha",
+            "ui",
+            &rb.expand("dev"),
+            Utc::now(),
+        );
+        let bridge = WalkBridge::default();
+        let (mut op, mut rx) = ChannelOperator::new();
+        let asking = tokio::spawn(async move {
+            let cancel = CancellationToken::new();
+            op.decide(&st, PauseKind::Approval, "ok?", &cancel).await
+        });
+        let update = rx.recv().await.expect("the engine asks");
+        let ev = bridge.accept(update);
+        let mut app = App::new(
+            vec![crate::tui::app::tests::def(
+                "dev",
+                ConfirmPolicy::Yes,
+                false,
+            )],
+            0,
+            false,
+            Utc::now(),
+        );
+        app.walk = Some(WalkUi::new("t.yaml"));
+        app.view = crate::tui::keymap::View::Walk;
+        assert!(app::update(&mut app, Event::Walk(ev)).is_empty());
+        let cmds = app::update(&mut app, Event::Key(Key::Char('c')));
+        let [Command::WalkAnswer { id, answer }] = cmds.as_slice() else {
+            panic!("one answer: {cmds:?}");
+        };
+        assert!(bridge.answer(*id, answer.clone()));
+        assert_eq!(
+            asking.await.expect("task"),
+            Some(Decision::Continue),
+            "the engine got the operator's decision"
+        );
+        assert!(!bridge.answer(*id, answer.clone()), "an answer counts once");
+    }
+
+    #[test]
+    fn runbook_paths_complete_from_the_file_system() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("runbooks")).expect("mkdir");
+        for f in [
+            "runbooks/a.yaml",
+            "runbooks/b.yml",
+            "runbooks/notes.txt",
+            "run.yaml",
+        ] {
+            std::fs::write(dir.path().join(f), "x").expect("write");
+        }
+        let base = format!("{}/", dir.path().display());
+        assert_eq!(
+            list_paths(&format!("{base}run")),
+            [format!("{base}run.yaml"), format!("{base}runbooks/")]
+        );
+        assert_eq!(
+            list_paths(&format!("{base}runbooks/")),
+            [
+                format!("{base}runbooks/a.yaml"),
+                format!("{base}runbooks/b.yml")
+            ],
+            "YAML files only"
+        );
+        assert!(list_paths(&format!("{base}nope/")).is_empty());
+    }
+
     fn press(code: KeyCode, modifiers: KeyModifiers) -> ct::KeyEvent {
         ct::KeyEvent::new(code, modifiers)
     }
