@@ -386,4 +386,39 @@ fn walk_on_a_terminal_runs_in_the_cockpit_confirm_continue_release_quit() {
         .expect("the flip is audited");
     assert_eq!(flip["actor"], "alice@tmux");
     assert_eq!(flip["outcome"], "applied");
+    drop(tmux);
+
+    // Abort from the keyboard at a pause: it asks first, then rolls back by the policy,
+    // and the process exits 2.
+    let back = dir.path().join("back.yaml");
+    std::fs::write(
+        &back,
+        "name: users back to green\nenv: stage\nroute: users\nrollback: { flip: users-blue }\nsteps:\n  - flip: { to: users-green }\n  - pause: { message: keep green? }\n",
+    )
+    .expect("runbook");
+    let tmux = Tmux::start_named(
+        "abort",
+        &format!(
+            "{BIN} walk {} --config {config} --yes; echo EXIT=$?; sleep 30",
+            back.display()
+        ),
+    );
+    tmux.wait_for(&["‖ paused: keep green?"], 20);
+    assert_eq!(
+        split(&admin, &token, "users").get("users-green"),
+        Some(&100)
+    );
+    tmux.type_keys("A");
+    tmux.wait_for(&["abort the walkthrough", "Enter abort and roll back"], 10);
+    tmux.type_keys("wrong build");
+    tmux.key("Enter");
+    tmux.wait_for(&["rolled back"], 20);
+    assert_eq!(
+        split(&admin, &token, "users").get("users-blue"),
+        Some(&100),
+        "the rollback policy sent users back to blue"
+    );
+    tmux.type_keys("q");
+    let s = tmux.wait_for(&["EXIT="], 15);
+    assert!(s.contains("EXIT=2"), "{s}");
 }

@@ -183,20 +183,38 @@ async fn run_inner(args: WalkArgs) -> Result<i32, String> {
             .unwrap_or_default()
     );
     let interactive = !args.headless && std::io::stdin().is_terminal();
-    // On a terminal the walkthrough runs in the cockpit, unless line prompts are asked for.
-    if interactive && !args.prompt && !args.no_wait && std::io::stdout().is_terminal() {
+    // In the cockpit on a terminal (unless line prompts are asked for), the operator
+    // decides at the pause it stopped at rather than `--resume` approving it blindly.
+    let in_cockpit =
+        interactive && !args.prompt && !args.no_wait && std::io::stdout().is_terminal();
+    let resume = match resume {
+        Resume::Continue if in_cockpit => Resume::Ask,
+        r => r,
+    };
+    let ready = match start::prepare(StartRequest {
+        runbook: &args.runbook,
+        env: args.env.as_deref(),
+        cockpit: &cfg,
+        config_path: args.config.as_deref(),
+        actor: &actor,
+        state_dir: args.state_dir.as_deref(),
+        resume: resume.clone(),
+    })? {
+        Prepared::Ready(r) => r,
+        Prepared::Busy {
+            store, state_path, ..
+        } => return send_to_running(&store, &state_path, &args, &actor),
+    };
+    if in_cockpit {
         let opts = crate::tui::TuiOptions {
-            env: Some(env.clone()),
+            env: Some(ready.env.clone()),
             read_only: false,
             theme: None,
             walk: Some(crate::tui::run::WalkStart {
+                prepared: Some(ready),
                 runbook: args.runbook.clone(),
                 env: args.env.clone(),
-                resume: if resume == Resume::Continue {
-                    Resume::Ask
-                } else {
-                    resume
-                },
+                resume,
                 state_dir: args.state_dir.clone(),
                 actor: Some(actor),
                 config_path: args.config.clone(),
@@ -208,20 +226,6 @@ async fn run_inner(args: WalkArgs) -> Result<i32, String> {
             .await
             .map_err(|e| format!("{e:#}"));
     }
-    let ready = match start::prepare(StartRequest {
-        runbook: &args.runbook,
-        env: args.env.as_deref(),
-        cockpit: &cfg,
-        config_path: args.config.as_deref(),
-        actor: &actor,
-        state_dir: args.state_dir.as_deref(),
-        resume,
-    })? {
-        Prepared::Ready(r) => r,
-        Prepared::Busy {
-            store, state_path, ..
-        } => return send_to_running(&store, &state_path, &args, &actor),
-    };
     if let Some(n) = &ready.notice {
         println!("{n}");
     }

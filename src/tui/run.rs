@@ -53,8 +53,10 @@ pub struct TuiOptions {
 }
 
 /// A walkthrough to run inside the cockpit.
-#[derive(Clone, Debug)]
 pub struct WalkStart {
+    /// Already loaded and locked (by `signalbox walk`, which reports problems before the
+    /// terminal is taken); otherwise the cockpit loads it.
+    pub prepared: Option<Box<start::Ready>>,
     pub runbook: PathBuf,
     /// Instead of the runbook's `env`.
     pub env: Option<String>,
@@ -80,6 +82,7 @@ impl WalkStart {
                 .unwrap_or_default()
         );
         Self {
+            prepared: None,
             runbook: PathBuf::from(runbook),
             env,
             resume: if resume { Resume::Ask } else { Resume::No },
@@ -179,15 +182,18 @@ async fn run_walk(
     cancel: CancellationToken,
     target: Arc<Mutex<Option<(PathBuf, PathBuf)>>>,
 ) -> WalkEnd {
-    let prepared = start::prepare(StartRequest {
-        runbook: &start.runbook,
-        env: start.env.as_deref(),
-        cockpit: &cockpit,
-        config_path: start.config_path.as_deref(),
-        actor: &actor,
-        state_dir: start.state_dir.as_deref(),
-        resume: start.resume.clone(),
-    });
+    let prepared = match start.prepared {
+        Some(r) => Ok(Prepared::Ready(r)),
+        None => start::prepare(StartRequest {
+            runbook: &start.runbook,
+            env: start.env.as_deref(),
+            cockpit: &cockpit,
+            config_path: start.config_path.as_deref(),
+            actor: &actor,
+            state_dir: start.state_dir.as_deref(),
+            resume: start.resume.clone(),
+        }),
+    };
     let ready = match prepared {
         Ok(Prepared::Ready(r)) => r,
         Ok(Prepared::Busy { .. }) => {
