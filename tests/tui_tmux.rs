@@ -422,3 +422,44 @@ fn walk_on_a_terminal_runs_in_the_cockpit_confirm_continue_release_quit() {
     let s = tmux.wait_for(&["EXIT="], 15);
     assert!(s.contains("EXIT=2"), "{s}");
 }
+
+/// A cockpit whose terminal disappears (the SSH session drops, the tmux server is killed)
+/// exits instead of lingering: crossterm spins on a dead tty, so a cockpit that waited for
+/// its input thread would burn a core forever on the bastion host.
+#[test]
+fn the_cockpit_exits_when_its_terminal_goes_away() {
+    assert!(tmux_available(), "install tmux (apt-get install tmux)");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("signalbox.toml");
+    // Nothing listens there: the cockpit shows the environment as unreachable.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let admin = dead.local_addr().expect("addr");
+    drop(dead);
+    std::fs::write(
+        &config,
+        format!("[[environments]]\nname = \"edge\"\nadmin_url = \"http://{admin}\"\n"),
+    )
+    .expect("config");
+    let mut tmux = Tmux::start_named("gone", &format!("exec {BIN} --config {}", config.display()));
+    tmux.wait_for(&["edge"], 20);
+    let pid = tmux.pid.take().expect("the pane's pid");
+    // Quit and lose the terminal at once: the input reader is still polling the tty
+    // when it dies (the race that left cockpits spinning after a dropped session).
+    tmux.type_keys("q");
+    let _ = tmux.cmd(&["kill-server"]);
+    let alive = || Path::new(&format!("/proc/{pid}")).exists();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let still = alive();
+    if still {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    assert!(
+        !still,
+        "the cockpit (pid {pid}) outlived its terminal by 5 s"
+    );
+}

@@ -864,7 +864,16 @@ pub async fn run(cfg: CockpitConfig, opts: TuiOptions) -> anyhow::Result<i32> {
         None => None,
     };
     drop(guard);
-    let _ = input.join();
+    // Once the terminal is gone (SIGHUP, a killed tmux or SSH session), crossterm's
+    // poll spins on the dead tty and never returns (crossterm#793): give the reader a
+    // moment to see `stop`, then leave it to die with the process instead of joining it.
+    let deadline = std::time::Instant::now() + Duration::from_millis(300);
+    while !input.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if input.is_finished() {
+        let _ = input.join();
+    }
     let code = result?;
     // After the terminal is back: where the note is, or how to carry on.
     match &walk_end {
