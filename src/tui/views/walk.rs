@@ -148,8 +148,12 @@ pub fn draw_with(
     for (i, s) in st.steps.iter().enumerate().skip(first).take(h) {
         let (sym, style) = mark(s.status, theme);
         let current = i == st.cursor && !st.is_finished();
+        // A deadline that has passed (an analysis that ended inconclusive) counts nothing.
+        let ticking = s
+            .deadline
+            .filter(|d| *d > now || s.status == StepStatus::Running);
         let right = if current {
-            countdown(s.deadline, now).or_else(|| took(s))
+            countdown(ticking, now).or_else(|| took(s))
         } else {
             took(s)
         }
@@ -561,6 +565,22 @@ steps:
             })
             .expect("the analysis row");
         assert_eq!(buf[(5, row)].style().bg, Theme::dark().selected.bg);
+    }
+
+    #[test]
+    fn an_inconclusive_analysis_shows_no_stale_countdown() {
+        let mut st = walk_in_analysis();
+        st.finish_step(
+            2,
+            StepResult::Paused {
+                reason: "analysis inconclusive".into(),
+                kind: PauseKind::Inconclusive,
+            },
+            t(122),
+        );
+        let text = format!("{}", render(&st, t(130), &Theme::dark()).backend());
+        assert!(!text.contains("0s left"), "{text}");
+        assert!(text.contains("‖  3. stage"), "{text}");
     }
 
     #[test]
