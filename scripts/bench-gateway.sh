@@ -190,13 +190,15 @@ wait_http "http://127.0.0.1:$NGX_PORT/"
 
 API_KEY=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 export SIGNALBOX_BENCH_API_KEY=$API_KEY
-# tokio's multi-thread runtime uses one worker per CPU; say so explicitly for WORKERS.
+# The main runtime (accept, admin API) is tokio's multi-thread one; requests run on
+# `server.workers` serving threads (set below), one per CPU by default.
 export TOKIO_WORKER_THREADS=$WORKERS
 
 sb_conf() { # FILE PORT ADMIN_PORT PLUGINS_YAML
     cat >"$1" <<EOF
 listen: 127.0.0.1:$2
 admin: { listen: 127.0.0.1:$3 }
+server: { workers: $WORKERS }
 log: { level: warn, access_log: false }
 consumers:
   - { name: bench, keys: [{ env: SIGNALBOX_BENCH_API_KEY }] }
@@ -461,7 +463,7 @@ cat <<EOF
 - Everything on 127.0.0.1 and on the same $NCPU CPUs: wrk, the proxy under test, and the upstream. Nothing is pinned.
 - Upstream (shared): nginx $("$NGINX" -v 2>&1 | sed 's|.*/||') \`return 200\` with a ${#BODY}-byte JSON body, $WORKERS workers.
 - nginx proxy: $WORKERS workers, keep-alive upstream pool (256), \`access_log off\`, X-Forwarded-For/-Proto set.
-- signalbox: \`gateway\`, tokio multi-thread runtime with $WORKERS workers, \`access_log: false\`, level warn. Request ids and metrics are always on.
+- signalbox: \`gateway\` with \`server.workers: $WORKERS\` serving threads (one single-threaded runtime and upstream pool each), \`access_log: false\`, level warn. Request ids and metrics are always on.
   "filters" adds \`key_auth\` and \`rate_limit\` (100,000,000/s per consumer: never triggered, checked: $limited rejections).
 - Load: \`wrk -t$THREADS -c$CONNS -d${DURATION}s --latency\`, $ROUNDS rounds, each round runs all three targets with the order rotated; ${WARMUP}s warm-up each first.
 - Other CPU users: load average $LOAD_BEFORE before, $LOAD_AFTER after. Each run waited for the machine to be below ${IDLE_BUSY_MAX}% busy;

@@ -214,13 +214,22 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     std::fs::write(
         &cfg,
         format!(
-            "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:{admin_port} }}\nupstreams:\n  slow: {{ targets: [{}] }}\nroutes:\n  - {{ name: slow, paths: [/], split: {{ slow: 1 }} }}\n",
+            "listen: 127.0.0.1:{port}\nadmin: {{ listen: 127.0.0.1:{admin_port} }}\nserver: {{ workers: 3 }}\nupstreams:\n  slow: {{ targets: [{}] }}\nroutes:\n  - {{ name: slow, paths: [/], split: {{ slow: 1 }} }}\n",
             slow.target()
         ),
     )
     .unwrap();
     let mut p = Proc::spawn(&["gateway", "--config", cfg.to_str().unwrap()], &[]);
     wait_ready(&format!("127.0.0.1:{admin_port}")).await;
+    // `server.workers` serving threads, visible to an operator in `top -H`.
+    let mut threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", p.child.id()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_string())
+        .filter(|c| c.starts_with("gateway-"))
+        .collect();
+    threads.sort();
+    assert_eq!(threads, ["gateway-0", "gateway-1", "gateway-2"]);
     let url = format!("http://127.0.0.1:{port}/");
     let inflight: Vec<_> = (0..5)
         .map(|_| {
@@ -236,7 +245,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
         assert_eq!(
             t.await.unwrap().unwrap(),
             200,
-            "an in-flight request was cut off"
+            "an in-flight request was cut off (connections are spread over the serving threads, and every one drains)"
         );
     }
     let code = tokio::task::spawn_blocking(move || {

@@ -514,3 +514,75 @@ async fn scrape_and_promql_sources_agree_on_a_real_prometheus() {
     drop(prom);
     drop(gw);
 }
+
+/// The PromQL source's Prometheus goes down: the feed says so within a few intervals,
+/// naming the server, and keeps the last sample for the panels; when Prometheus comes
+/// back on the same address (same data), the feed recovers without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prometheus_that_goes_down_is_reported_and_recovers_when_it_returns() {
+    let gw = live_gateway().await;
+    let mut prom = Prometheus::start(&[gw.metrics_addr()], Duration::from_millis(500)).await;
+    prom.wait_for(r#"up{job="gateway"} == 1"#, Duration::from_secs(30))
+        .await;
+    let mut cfg = PromQlConfig::new(prom.url());
+    cfg.selector = r#"{job="gateway"}"#.into();
+    cfg.window = "5s".into();
+    cfg.interval = Dur::millis(500);
+    cfg.timeout = Dur::secs(1);
+    let poller = MetricsPoller::spawn(PromQlSource::new("dev", cfg).unwrap().into());
+    let mut rx = poller.subscribe();
+    let has_traffic = |f: &MetricsFeed| {
+        f.error.is_none()
+            && f.latest
+                .as_ref()
+                .and_then(|s| s.route(ROUTE))
+                .is_some_and(|r| r.upstream(BLUE).is_some())
+    };
+    let first = wait_until(
+        &mut rx,
+        Duration::from_secs(30),
+        "first sample",
+        has_traffic,
+    )
+    .await;
+
+    prom.kill();
+    let noticed = wait_until(&mut rx, Duration::from_secs(10), "outage shown", |f| {
+        f.error.is_some() && f.latest.is_some()
+    })
+    .await;
+    let error = rx.borrow().error.clone().unwrap().message;
+    assert!(
+        error.contains(&prom.addr.to_string()),
+        "the error names the Prometheus server: {error}"
+    );
+
+    prom.restart().await;
+    let recovered = wait_until(&mut rx, Duration::from_secs(30), "recovered", has_traffic).await;
+    eprintln!(
+        "FAULT prometheus-down: first sample after {first:?}; error shown after {noticed:?} ({error}); recovered {recovered:?} after Prometheus was ready again"
+    );
+}
+
+/// Waits until the feed satisfies `ok`; returns how long that took, or panics with the
+/// last feed.
+async fn wait_until(
+    rx: &mut watch::Receiver<MetricsFeed>,
+    within: Duration,
+    what: &str,
+    ok: impl Fn(&MetricsFeed) -> bool,
+) -> Duration {
+    let t = Instant::now();
+    loop {
+        if ok(&rx.borrow_and_update()) {
+            return t.elapsed();
+        }
+        let left = within.saturating_sub(t.elapsed());
+        assert!(
+            !left.is_zero(),
+            "{what}: not within {within:?}; last feed: {}",
+            serde_json::to_string(&*rx.borrow()).unwrap()
+        );
+        let _ = tokio::time::timeout(left, rx.changed()).await;
+    }
+}

@@ -105,10 +105,11 @@ impl RunningGateway {
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
 
+        let workers = server::Workers::start(&state, &snap.config.server)
+            .context("cannot start the serving threads")?;
         tasks.push(tokio::spawn(server::serve(
             listener,
-            state.clone(),
-            snap.config.server.clone(),
+            workers,
             shutdown.clone(),
         )));
         let admin = admin::router(state.clone(), token);

@@ -41,13 +41,16 @@ struct Ctx {
 pub struct Peer {
     pub addr: SocketAddr,
     forwarded_for: Option<HeaderValue>,
+    /// The serving thread the connection lives on; it picks the upstream pool.
+    worker: usize,
 }
 
 impl Peer {
-    pub fn new(addr: SocketAddr) -> Self {
+    pub fn new(addr: SocketAddr, worker: usize) -> Self {
         Self {
             addr,
             forwarded_for: HeaderValue::try_from(addr.ip().to_string()).ok(),
+            worker,
         }
     }
 }
@@ -499,7 +502,7 @@ async fn upstream_request(
                 .insert(header::HOST, target.host_header.clone());
         }
 
-        match tokio::time::timeout(up.timeout, up.client.request(req)).await {
+        match tokio::time::timeout(up.timeout, up.client(peer.worker).request(req)).await {
             Ok(Ok(mut resp)) => {
                 if matches!(resp.status().as_u16(), 502..=504) {
                     target.record_failure(&up.passive);
@@ -754,7 +757,7 @@ mod tests {
 
     #[test]
     fn forwarded_for_appends_the_peer() {
-        let peer = Peer::new("10.1.2.3:5000".parse().unwrap());
+        let peer = Peer::new("10.1.2.3:5000".parse().unwrap(), 0);
         let mut h = HeaderMap::new();
         append_forwarded(&mut h, &peer);
         assert_eq!(h["x-forwarded-for"], "10.1.2.3");
@@ -762,7 +765,7 @@ mod tests {
         let mut h = headers(&[("x-forwarded-for", "192.0.2.7")]);
         append_forwarded(&mut h, &peer);
         assert_eq!(h["x-forwarded-for"], "192.0.2.7, 10.1.2.3");
-        let v6 = Peer::new("[2001:db8::1]:443".parse().unwrap());
+        let v6 = Peer::new("[2001:db8::1]:443".parse().unwrap(), 0);
         let mut h = HeaderMap::new();
         append_forwarded(&mut h, &v6);
         assert_eq!(h["x-forwarded-for"], "2001:db8::1");

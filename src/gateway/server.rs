@@ -1,46 +1,72 @@
 //! The client-facing listener: HTTP/1.1 and h2c on one port, slow-header protection, and
 //! a graceful drain on shutdown.
+//!
+//! One task accepts; each connection is then handed to one of the serving threads (the
+//! one with the fewest open connections). A serving thread runs its own single-threaded
+//! runtime and its own upstream pools (see `Upstream::client`), so a request's client
+//! socket, upstream socket and timers all live on one thread: no work stealing and no
+//! cross-thread wake-ups on the hot path, which on a small machine cost more than the
+//! proxying itself.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::config::ServerConfig;
 use super::proxy;
 use super::state::GatewayState;
 
-pub async fn serve(
-    listener: TcpListener,
-    state: Arc<GatewayState>,
-    cfg: ServerConfig,
-    shutdown: CancellationToken,
-) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(cfg.header_read_timeout.0)
-        // hyper answers 431 when the head outgrows its buffer; 8 KiB is its floor.
-        .max_buf_size((cfg.max_header_bytes.0 as usize).max(8192))
-        .max_headers(100);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(cfg.max_header_bytes.0.min(u64::from(u32::MAX)) as u32);
-    let builder = if cfg.h2c {
-        builder
-    } else {
-        builder.http1_only()
-    };
-    let graceful = GracefulShutdown::new();
-    let metrics = state.shared.metrics.clone();
+type Handoff = (std::net::TcpStream, SocketAddr);
 
+/// A serving thread, as the acceptor sees it.
+struct Worker {
+    tx: mpsc::UnboundedSender<Handoff>,
+    open: Arc<AtomicUsize>,
+    done: oneshot::Receiver<()>,
+}
+
+/// The serving threads of one gateway. Started before the gateway reports itself up, so a
+/// failure to create them is a start error rather than a gateway that never answers.
+pub struct Workers(Vec<Worker>);
+
+impl Workers {
+    pub fn start(state: &Arc<GatewayState>, cfg: &ServerConfig) -> std::io::Result<Self> {
+        let n = state.shared.targets.workers();
+        let mut workers = Vec::with_capacity(n);
+        for index in 0..n {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let (done_tx, done) = oneshot::channel();
+            let open = Arc::new(AtomicUsize::new(0));
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (state, cfg, counter) = (state.clone(), cfg.clone(), open.clone());
+            std::thread::Builder::new()
+                .name(format!("gateway-{index}"))
+                .spawn(move || {
+                    runtime.block_on(serve_handoffs(index, rx, state, cfg, counter));
+                    // Dropping the runtime closes whatever outlived the drain.
+                    drop(runtime);
+                    let _ = done_tx.send(());
+                })?;
+            workers.push(Worker { tx, open, done });
+        }
+        Ok(Self(workers))
+    }
+}
+
+/// Accepts until `shutdown`, then lets every serving thread drain and waits for them.
+pub async fn serve(listener: TcpListener, workers: Workers, shutdown: CancellationToken) {
+    let Workers(workers) = workers;
     loop {
         let (stream, peer) = tokio::select! {
             res = listener.accept() => match res {
@@ -55,28 +81,101 @@ pub async fn serve(
             _ = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "cannot hand the connection over");
+                continue;
+            }
+        };
+        // Keep-alive connections are long-lived: balance by what is open, not by turns.
+        let Some(w) = workers
+            .iter()
+            .filter(|w| !w.tx.is_closed())
+            .min_by_key(|w| w.open.load(Ordering::Relaxed))
+        else {
+            tracing::error!("every serving thread has stopped; closing the listener");
+            break;
+        };
+        w.open.fetch_add(1, Ordering::Relaxed);
+        if w.tx.send((stream, peer)).is_err() {
+            w.open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    drop(listener);
+    let mut done = Vec::with_capacity(workers.len());
+    for w in workers {
+        // Closing the hand-off channel is the thread's signal to drain.
+        drop(w.tx);
+        done.push(w.done);
+    }
+    for d in done {
+        let _ = d.await;
+    }
+}
+
+/// One serving thread: serves every connection handed to it, then drains.
+async fn serve_handoffs(
+    index: usize,
+    mut rx: mpsc::UnboundedReceiver<Handoff>,
+    state: Arc<GatewayState>,
+    cfg: ServerConfig,
+    open: Arc<AtomicUsize>,
+) {
+    let builder = connection_builder(&cfg);
+    let graceful = GracefulShutdown::new();
+    let metrics = state.shared.metrics.clone();
+    while let Some((stream, peer)) = rx.recv().await {
+        let stream = match TcpStream::from_std(stream) {
+            Ok(s) => s,
+            Err(e) => {
+                open.fetch_sub(1, Ordering::Relaxed);
+                tracing::debug!(%peer, error = %e, "cannot register the connection");
+                continue;
+            }
+        };
         let state = state.clone();
-        let client = proxy::Peer::new(peer);
+        let client = proxy::Peer::new(peer, index);
         let svc = service_fn(move |req| proxy::handle(state.clone(), client.clone(), req));
         let conn = graceful.watch(
             builder
                 .serve_connection(TokioIo::new(stream), svc)
                 .into_owned(),
         );
-        let metrics = metrics.clone();
+        let (metrics, open) = (metrics.clone(), open.clone());
         metrics.connection_opened();
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "client connection ended with an error");
             }
             metrics.connection_closed();
+            open.fetch_sub(1, Ordering::Relaxed);
         });
     }
-    drop(listener);
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all client connections drained"),
+        _ = graceful.shutdown() => tracing::debug!(thread = index, "client connections drained"),
         _ = tokio::time::sleep(cfg.shutdown_timeout.0) => {
-            tracing::warn!(timeout = ?cfg.shutdown_timeout.0, "drain timed out; closing remaining connections");
+            tracing::warn!(thread = index, timeout = ?cfg.shutdown_timeout.0, "drain timed out; closing remaining connections");
         }
+    }
+}
+
+fn connection_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_read_timeout.0)
+        // hyper answers 431 when the head outgrows its buffer; 8 KiB is its floor.
+        .max_buf_size((cfg.max_header_bytes.0 as usize).max(8192))
+        .max_headers(100);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(cfg.max_header_bytes.0.min(u64::from(u32::MAX)) as u32);
+    if cfg.h2c {
+        builder
+    } else {
+        builder.http1_only()
     }
 }

@@ -30,10 +30,11 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new() -> Arc<Self> {
+    /// `workers`: the number of serving threads (each gets its own upstream pools).
+    pub fn new(workers: usize) -> Arc<Self> {
         let metrics = GatewayMetrics::new();
         Arc::new(Self {
-            targets: TargetRegistry::new(metrics.clone()),
+            targets: TargetRegistry::new(metrics.clone(), workers),
             limiters: Arc::default(),
             metrics,
         })

@@ -111,7 +111,7 @@ impl GatewayState {
         opts.overrides.apply(&mut cfg);
         let store = RevisionStore::open(opts.state_dir.as_deref())
             .map_err(|e| single(&opts.source, e.to_string()))?;
-        let shared = Shared::new();
+        let shared = Shared::new(cfg.server.worker_count());
         let source_name = opts
             .source
             .as_ref()

@@ -143,7 +143,8 @@ pub struct Upstream {
     pub name: Arc<str>,
     pub targets: Vec<Arc<TargetState>>,
     next: AtomicUsize,
-    pub client: HttpClient,
+    /// One client (so one connection pool) per serving thread: see [`Upstream::client`].
+    clients: Arc<[HttpClient]>,
     pub timeout: Duration,
     pub retries: u32,
     pub passive: PassiveHealth,
@@ -173,28 +174,42 @@ impl Upstream {
     pub fn any_available(&self) -> bool {
         self.targets.iter().any(|t| t.available())
     }
+
+    /// The client of serving thread `worker`. Its pooled connections are driven by tasks on
+    /// that thread's runtime, so a request never wakes another thread to reach its upstream.
+    pub fn client(&self, worker: usize) -> &HttpClient {
+        &self.clients[worker % self.clients.len()]
+    }
 }
 
 /// State that outlives config snapshots: targets (with health), HTTP clients (with their
 /// connection pools) and the active health-check tasks.
 pub struct TargetRegistry {
     metrics: Arc<GatewayMetrics>,
+    /// Serving threads, and so HTTP clients per upstream.
+    workers: usize,
     inner: Mutex<RegistryInner>,
 }
 
 #[derive(Default)]
 struct RegistryInner {
     targets: HashMap<(String, String), Arc<TargetState>>,
-    clients: HashMap<u64, HttpClient>,
+    clients: HashMap<u64, Arc<[HttpClient]>>,
     checks: HashMap<(String, String), (HealthCheck, tokio::task::AbortHandle)>,
 }
 
 impl TargetRegistry {
-    pub fn new(metrics: Arc<GatewayMetrics>) -> Arc<Self> {
+    pub fn new(metrics: Arc<GatewayMetrics>, workers: usize) -> Arc<Self> {
         Arc::new(Self {
             metrics,
+            workers: workers.max(1),
             inner: Mutex::default(),
         })
+    }
+
+    /// The number of serving threads this registry keeps clients for.
+    pub fn workers(&self) -> usize {
+        self.workers
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, RegistryInner> {
@@ -222,16 +237,17 @@ impl TargetRegistry {
             targets.push(t);
         }
         let ct = cfg.connect_timeout.0;
-        let client = inner
+        let workers = self.workers;
+        let clients = inner
             .clients
             .entry(ct.as_millis() as u64)
-            .or_insert_with(|| new_client(ct))
+            .or_insert_with(|| (0..workers).map(|_| new_client(ct)).collect())
             .clone();
         Ok(Upstream {
             name: name.into(),
             targets,
             next: AtomicUsize::new(0),
-            client,
+            clients,
             timeout: cfg.timeout.0,
             retries: cfg.retries,
             passive: cfg.passive.clone(),
@@ -385,7 +401,7 @@ mod tests {
 
     #[tokio::test]
     async fn pick_skips_unavailable_and_avoided_targets() {
-        let reg = TargetRegistry::new(GatewayMetrics::new());
+        let reg = TargetRegistry::new(GatewayMetrics::new(), 2);
         let cfg: UpstreamConfig = serde_json::from_value(serde_json::json!({
             "targets": ["127.0.0.1:1", "127.0.0.1:2"],
         }))

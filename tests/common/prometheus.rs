@@ -62,21 +62,7 @@ impl Prometheus {
             let addr: SocketAddr = ([127, 0, 0, 1], port).into();
             let config = dir.path().join("prometheus.yml");
             std::fs::write(&config, config_yaml(targets, interval)).expect("write config");
-            let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
-            let child = Command::new(&bin)
-                .arg(format!("--config.file={}", config.display()))
-                .arg(format!(
-                    "--storage.tsdb.path={}",
-                    dir.path().join("data").display()
-                ))
-                .arg(format!("--web.listen-address={addr}"))
-                .arg("--storage.tsdb.retention.time=1h")
-                .arg("--log.level=info")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("log file"))
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+            let child = spawn(&bin, dir.path(), addr);
             let mut p = Prometheus {
                 child,
                 addr,
@@ -92,6 +78,24 @@ impl Prometheus {
             last_log = p.log();
         }
         panic!("prometheus did not become ready; last log:\n{last_log}");
+    }
+
+    /// Kills the server (an outage); [`Prometheus::restart`] brings it back.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same address with the same data, and waits until
+    /// it is ready.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.child = spawn(&binary(), self.dir.path(), self.addr);
+        assert!(
+            self.wait_ready(Duration::from_secs(30)).await,
+            "prometheus did not come back; log:\n{}",
+            self.log()
+        );
     }
 
     pub fn url(&self) -> String {
@@ -172,6 +176,32 @@ impl Drop for Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts prometheus with the config, data and log in `dir`, appending to the log.
+fn spawn(bin: &std::path::Path, dir: &std::path::Path, addr: SocketAddr) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("prometheus.log"))
+        .expect("log file");
+    Command::new(bin)
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={addr}"))
+        .arg("--storage.tsdb.retention.time=1h")
+        .arg("--log.level=info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log file"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()))
 }
 
 fn config_yaml(targets: &[SocketAddr], interval: Duration) -> String {

@@ -203,6 +203,9 @@ const METHODS: &[&str] = &[
 ];
 
 /// Semantic checks that serde cannot express. Returns (field path, message) pairs.
+/// More serving threads than this is a typo, not a tuning.
+const MAX_WORKERS: usize = 256;
+
 pub fn validate(c: &GatewayConfig) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut err = |path: String, msg: String| out.push((path, msg));
@@ -215,6 +218,13 @@ pub fn validate(c: &GatewayConfig) -> Vec<(String, String)> {
         err(
             "log.level".into(),
             format!("{m}; use error, warn, info, debug or trace"),
+        );
+    }
+
+    if c.server.workers > MAX_WORKERS {
+        err(
+            "server.workers".into(),
+            format!("at most {MAX_WORKERS} serving threads; 0 means one per CPU"),
         );
     }
 
@@ -606,6 +616,19 @@ routes:
                 .any(|m| m.contains("routes[1].plugins.cors.credentials")),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn absurd_worker_count_is_rejected() {
+        let text = GOOD.replacen("routes:", "server:\n  workers: 10000\nroutes:", 1);
+        let e = errors(&text);
+        assert!(
+            e.iter()
+                .any(|m| m.contains("server.workers: at most 256 serving threads")),
+            "{e:?}"
+        );
+        let ok = GOOD.replacen("routes:", "server:\n  workers: 3\nroutes:", 1);
+        assert_eq!(parse_str(&ok, "gw.yaml").unwrap().server.workers, 3);
     }
 
     #[test]

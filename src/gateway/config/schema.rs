@@ -92,6 +92,10 @@ pub struct ServerConfig {
     /// Accept HTTP/2 with prior knowledge (h2c) beside HTTP/1.1.
     #[serde(default = "yes")]
     pub h2c: bool,
+    /// Serving threads, each with its own runtime and upstream connection pools; 0 means
+    /// one per CPU. Read at start (a reload does not change it).
+    #[serde(default)]
+    pub workers: usize,
 }
 
 impl ServerConfig {
@@ -104,6 +108,14 @@ impl ServerConfig {
     fn shutdown_timeout() -> Dur {
         Dur::secs(10)
     }
+
+    /// `workers`, with 0 resolved to the number of CPUs this process may use.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -113,6 +125,7 @@ impl Default for ServerConfig {
             max_header_bytes: Self::max_header_bytes(),
             shutdown_timeout: Self::shutdown_timeout(),
             h2c: true,
+            workers: 0,
         }
     }
 }
