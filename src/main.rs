@@ -62,6 +62,7 @@ fn main() -> ExitCode {
             env: cli.env,
             read_only: cli.read_only,
             theme: cli.theme,
+            walk: None,
         };
         return ExitCode::from(
             u8::try_from(cli::cockpit(cli.config.as_deref(), opts)).unwrap_or(1),

@@ -29,11 +29,18 @@ impl Tmux {
     }
 
     fn start(cmdline: &str) -> Tmux {
-        // One tmux server per test: the tests in this file run in parallel.
+        Self::start_named("cockpit", cmdline)
+    }
+
+    /// A tmux server of its own per test (tests of this file run in parallel).
+    fn start_named(name: &str, cmdline: &str) -> Tmux {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut t = Tmux {
-            socket: format!("signalbox-e2e-{}-{n}", std::process::id()),
+            socket: format!(
+                "signalbox-e2e-{name}-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
             session: "cockpit".into(),
             pid: None,
         };
@@ -125,12 +132,16 @@ impl Drop for Tmux {
 }
 
 fn free_base() -> u16 {
-    for base in BASES {
+    free_base_of(&BASES)
+}
+
+fn free_base_of(bases: &[u16]) -> u16 {
+    for &base in bases {
         if (0..300).all(|off| std::net::TcpListener::bind(("127.0.0.1", base + off)).is_ok()) {
             return base;
         }
     }
-    panic!("none of the port bases {BASES:?} is free");
+    panic!("none of the port bases {bases:?} is free");
 }
 
 /// The route's split as the environment's admin API reports it.
@@ -283,6 +294,140 @@ fn the_cockpit_in_tmux_steps_a_canary_flips_prod_rolls_back_injects_a_fault_and_
     assert!(s.contains("signalbox sandbox: three environments"), "{s}");
 }
 
+/// Port bases of the walkthrough test (26000–27999; each sandbox takes base..base+300).
+const WALK_BASES: [u16; 3] = [27000, 27300, 27600];
+
+/// `signalbox walk RUNBOOK` on a terminal opens the cockpit's walkthrough view: the change
+/// is confirmed in the dialog, the pause approved with `c`, the release seen on screen and
+/// in the gateway, and the process exits 0 with the release note's path.
+#[test]
+fn walk_on_a_terminal_runs_in_the_cockpit_confirm_continue_release_quit() {
+    assert!(
+        tmux_available(),
+        "this test drives the real binary in tmux: install tmux (apt-get install tmux)"
+    );
+    let base = free_base_of(&WALK_BASES);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state: PathBuf = dir.path().join("state");
+    let mut sandbox = std::process::Command::new(BIN)
+        .args(["sandbox", "--no-tui", "--rps", "10", "--port-base"])
+        .arg(base.to_string())
+        .arg("--state-dir")
+        .arg(&state)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the sandbox starts");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(sandbox.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("READY line");
+    let _sandbox = Kill(sandbox);
+    let ready: serde_json::Value =
+        serde_json::from_str(line.strip_prefix("READY ").expect("READY {json}")).expect("JSON");
+    let config = ready["config"].as_str().expect("config path").to_string();
+    let admin = ready["envs"]["stage"]["admin"]
+        .as_str()
+        .expect("stage admin")
+        .to_string();
+    let token = state.join("stage").join("admin-token");
+    assert_eq!(
+        split(&admin, &token, "users").get("users-green"),
+        Some(&100),
+        "stage starts on green"
+    );
+
+    let runbook =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/runbooks/approved-flip.yaml");
+    let tmux = Tmux::start_named(
+        "walk",
+        &format!(
+            "{BIN} walk {} --config {config} --actor alice@tmux; echo EXIT=$?; sleep 30",
+            runbook.display()
+        ),
+    );
+    // The walkthrough view, and stage's confirmation of the flip (before → after).
+    let s = tmux.wait_for(
+        &["walkthrough: users to blue in stage", "confirm change"],
+        20,
+    );
+    assert!(s.contains("flip users to users-blue"), "{s}");
+    tmux.key("Enter");
+    // The pause: the walk's keys are offered; c approves it.
+    let s = tmux.wait_for(
+        &["‖ paused: users in stage answers from blue", "c continue"],
+        20,
+    );
+    assert!(s.contains("✓  2. stage  flip users to users-blue"), "{s}");
+    assert_eq!(
+        split(&admin, &token, "users").get("users-blue"),
+        Some(&100),
+        "the flip went through the gateway"
+    );
+    tmux.type_keys("c");
+    let s = tmux.wait_for(&["✓ released"], 20);
+    assert!(s.contains("✓  4. stage  smoke"), "{s}");
+    // Quitting after the release needs no confirmation; the exit code is the walk's.
+    tmux.type_keys("q");
+    let s = tmux.wait_for(&["EXIT="], 15);
+    assert!(s.contains("EXIT=0"), "{s}");
+    assert!(s.contains("release note: "), "{s}");
+    let d = tmux.display("#{alternate_on} #{cursor_flag}");
+    assert_eq!(d.trim(), "0 1", "normal screen, cursor visible");
+    let journal = std::fs::read_to_string(state.join("audit.jsonl")).expect("audit journal");
+    let flip = journal
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["env"] == "stage" && e["action"]["kind"] == "flip")
+        .expect("the flip is audited");
+    assert_eq!(flip["actor"], "alice@tmux");
+    assert_eq!(flip["outcome"], "applied");
+    drop(tmux);
+
+    // Abort from the keyboard at a pause: it asks first, then rolls back by the policy,
+    // and the process exits 2.
+    let back = dir.path().join("back.yaml");
+    std::fs::write(
+        &back,
+        "name: users back to green\nenv: stage\nroute: users\nrollback: { flip: users-blue }\nsteps:\n  - flip: { to: users-green }\n  - pause: { message: keep green? }\n",
+    )
+    .expect("runbook");
+    let tmux = Tmux::start_named(
+        "abort",
+        &format!(
+            "{BIN} walk {} --config {config} --yes; echo EXIT=$?; sleep 30",
+            back.display()
+        ),
+    );
+    tmux.wait_for(&["‖ paused: keep green?"], 20);
+    assert_eq!(
+        split(&admin, &token, "users").get("users-green"),
+        Some(&100)
+    );
+    tmux.type_keys("A");
+    tmux.wait_for(&["abort the walkthrough", "Enter abort and roll back"], 10);
+    tmux.type_keys("wrong build");
+    tmux.key("Enter");
+    tmux.wait_for(&["rolled back"], 20);
+    assert_eq!(
+        split(&admin, &token, "users").get("users-blue"),
+        Some(&100),
+        "the rollback policy sent users back to blue"
+    );
+    tmux.type_keys("q");
+    let s = tmux.wait_for(&["EXIT="], 15);
+    assert!(s.contains("EXIT=2"), "{s}");
+}
+
 /// A cockpit whose terminal disappears (the SSH session drops, the tmux server is killed)
 /// exits instead of lingering: crossterm spins on a dead tty, so a cockpit that waited for
 /// its input thread would burn a core forever on the bastion host.
@@ -300,7 +445,7 @@ fn the_cockpit_exits_when_its_terminal_goes_away() {
         format!("[[environments]]\nname = \"edge\"\nadmin_url = \"http://{admin}\"\n"),
     )
     .expect("config");
-    let mut tmux = Tmux::start(&format!("exec {BIN} --config {}", config.display()));
+    let mut tmux = Tmux::start_named("gone", &format!("exec {BIN} --config {}", config.display()));
     tmux.wait_for(&["edge"], 20);
     let pid = tmux.pid.take().expect("the pane's pid");
     // Quit and lose the terminal at once: the input reader is still polling the tty

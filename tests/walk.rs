@@ -798,7 +798,7 @@ async fn interactive_walk_in_a_terminal_and_a_pause_timeout() {
     .unwrap();
     let tmux = Tmux(format!("sbwalk-{}", std::process::id()));
     let cmd = format!(
-        "{BIN} walk {} --config {} --actor alice@tty; echo EXIT=$?; sleep 60",
+        "{BIN} walk {} --config {} --actor alice@tty --prompt; echo EXIT=$?; sleep 60",
         rb.display(),
         sb.config()
     );
@@ -987,4 +987,40 @@ async fn the_engine_in_process_with_a_channel_operator() {
         "{screen}"
     );
     assert!(screen.contains("✓ released"), "{screen}");
+}
+
+/// `check: { matches_source }`: the track about to go live in prod must be the one stage
+/// serves (stage is on users-green, prod on users-blue in the sandbox).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_compares_the_track_with_the_source_environment() {
+    let sb = sandbox(6, 5);
+    let hook = hook().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rb = |name: &str, track: &str| {
+        let p = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &p,
+            format!(
+                "name: {name}\nenv: prod\nroute: users\nsteps:\n  - check: {{ healthy: [{track}], matches_source: {track}, source: stage }}\n"
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let r = walk(&sb, &hook, &rb("same", "users-green"), &["--yes"]).await;
+    assert_eq!(r.code, 0, "{}", r.out);
+    assert!(
+        r.out
+            .contains("users-green is what stage serves users from"),
+        "{}",
+        r.out
+    );
+    let r = walk(&sb, &hook, &rb("other", "users-blue"), &["--yes"]).await;
+    assert_eq!(r.code, 2, "{}", r.out);
+    assert!(
+        r.out
+            .contains("prod would go live on users-blue, but stage serves users from users-green"),
+        "{}",
+        r.out
+    );
 }

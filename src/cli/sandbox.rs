@@ -131,6 +131,7 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<i32> {
             env: None,
             read_only: false,
             theme: None,
+            walk: None,
         };
         if let Err(e) = crate::tui::run(cfg, opts).await {
             eprintln!("signalbox: {e:#}");

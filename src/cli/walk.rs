@@ -1,5 +1,8 @@
-//! `signalbox walk RUNBOOK [--env NAME] [--headless] [--yes] [--check] [--no-wait]
+//! `signalbox walk RUNBOOK [--env NAME] [--headless | --prompt] [--yes] [--check] [--no-wait]
 //! [--resume | --retry | --skip REASON | --abort]`
+//!
+//! On a terminal (and without `--headless` or `--prompt`) the walkthrough runs in the
+//! cockpit's walkthrough view; otherwise progress lines go to stdout.
 //!
 //! Exit codes: 0 released (or `--check` passed), 1 error, 2 rolled back (a gate or step
 //! failed, or the operator aborted), 3 paused awaiting an operator (or interrupted).
@@ -7,18 +10,15 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
-use sha2::Digest;
 use tokio_util::sync::CancellationToken;
 
 use crate::control::Plan;
-use crate::control::audit::Journal;
 use crate::control::envfile::{self, ConfirmPolicy};
-use crate::walk::machine::{StepStatus, WalkStatus};
+use crate::walk::machine::WalkStatus;
 use crate::walk::runbook::{self, Step};
-use crate::walk::store::{self, Store};
-use crate::walk::{
-    Confirm, Decision, Engine, EngineOptions, Operator, PauseKind, RunEnd, WalkState,
-};
+use crate::walk::start::{self, Prepared, Resume, StartRequest, describe};
+use crate::walk::store::Store;
+use crate::walk::{Confirm, Decision, Operator, PauseKind, RunEnd, WalkState};
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_ERROR: i32 = 1;
@@ -38,6 +38,9 @@ pub struct WalkArgs {
     /// No prompts: progress lines on stdout, for CI.
     #[arg(long)]
     pub headless: bool,
+    /// On a terminal, ask at line prompts instead of opening the cockpit's walkthrough view.
+    #[arg(long, conflicts_with = "headless")]
+    pub prompt: bool,
     /// Apply changes without asking for confirmation.
     #[arg(long)]
     pub yes: bool,
@@ -160,89 +163,17 @@ async fn run_inner(args: WalkArgs) -> Result<i32, String> {
         .clone()
         .or(cfg.actor.clone())
         .unwrap_or_else(envfile::default_actor);
-    let audit = cfg
-        .audit_log
-        .clone()
-        .unwrap_or_else(envfile::default_audit_log);
-    let store = Store::new(
-        args.state_dir
-            .clone()
-            .unwrap_or_else(|| store::default_dir(&audit)),
-    );
-    let state_path = store.state_path(&rb.name, &env);
-    let resuming = args.resume || args.retry || args.skip.is_some() || args.abort;
-    let Some(_lock) = store.lock(&state_path)? else {
-        return send_to_running(&store, &state_path, &args, &actor);
+    let resume = if args.abort {
+        Resume::Abort
+    } else if args.retry {
+        Resume::Retry
+    } else if let Some(r) = &args.skip {
+        Resume::Skip(r.clone())
+    } else if args.resume {
+        Resume::Continue
+    } else {
+        Resume::No
     };
-    let sha = hex::encode(sha2::Sha256::digest(text.as_bytes()));
-    let now = chrono::Utc::now();
-    let mut initial = None;
-    let st = match store.load(&state_path)? {
-        // Ended, but the process stopped before writing the note: the engine finishes the
-        // paperwork (note, notification, archive) and nothing else.
-        Some(st) if st.is_finished() => {
-            println!(
-                "the previous walkthrough of {:?} in {env} ended without its release note; writing it now",
-                rb.name
-            );
-            st
-        }
-        Some(mut st) => {
-            if !resuming {
-                return Err(format!(
-                    "an unfinished walkthrough of {:?} in {env} (started {}, at step {}: {}) is saved in {}; pass --resume to continue it or --abort to roll it back",
-                    rb.name,
-                    st.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
-                    st.progress(),
-                    describe(&st),
-                    state_path.display()
-                ));
-            }
-            if st.runbook_sha256 != sha && !args.abort {
-                return Err(format!(
-                    "{} changed since this walkthrough started (steps are resumed by position); restore it, or --abort the walkthrough",
-                    args.runbook.display()
-                ));
-            }
-            st.resume(now);
-            if args.abort {
-                st.abort(&actor, "aborted by the operator (--abort)", now)?;
-            } else if args.retry {
-                initial = Some(Decision::Retry);
-            } else if let Some(reason) = &args.skip {
-                if reason.trim().is_empty() {
-                    return Err("--skip needs a reason".into());
-                }
-                initial = Some(Decision::Skip(reason.clone()));
-            } else if let WalkStatus::AwaitingOperator { kind, .. } = &st.status {
-                initial = match kind {
-                    PauseKind::Approval => Some(Decision::Continue),
-                    PauseKind::Inconclusive => Some(Decision::Retry),
-                    PauseKind::Error | PauseKind::Interrupted => None,
-                };
-            }
-            st
-        }
-        None if resuming => {
-            return Err(format!(
-                "no unfinished walkthrough of {:?} in {env} to resume (looked in {})",
-                rb.name,
-                state_path.display()
-            ));
-        }
-        None => WalkState::new(
-            uuid::Uuid::new_v4().simple().to_string(),
-            &rb,
-            &args.runbook.display().to_string(),
-            &sha,
-            &actor,
-            &rb.expand(&env),
-            now,
-        ),
-    };
-    store.save(&state_path, &st)?;
-
-    let interactive = !args.headless && std::io::stdin().is_terminal();
     let hint = format!(
         "signalbox walk {}{} --env {env}",
         args.runbook.display(),
@@ -251,6 +182,53 @@ async fn run_inner(args: WalkArgs) -> Result<i32, String> {
             .map(|c| format!(" --config {}", c.display()))
             .unwrap_or_default()
     );
+    let interactive = !args.headless && std::io::stdin().is_terminal();
+    // In the cockpit on a terminal (unless line prompts are asked for), the operator
+    // decides at the pause it stopped at rather than `--resume` approving it blindly.
+    let in_cockpit =
+        interactive && !args.prompt && !args.no_wait && std::io::stdout().is_terminal();
+    let resume = match resume {
+        Resume::Continue if in_cockpit => Resume::Ask,
+        r => r,
+    };
+    let ready = match start::prepare(StartRequest {
+        runbook: &args.runbook,
+        env: args.env.as_deref(),
+        cockpit: &cfg,
+        config_path: args.config.as_deref(),
+        actor: &actor,
+        state_dir: args.state_dir.as_deref(),
+        resume: resume.clone(),
+    })? {
+        Prepared::Ready(r) => r,
+        Prepared::Busy {
+            store, state_path, ..
+        } => return send_to_running(&store, &state_path, &args, &actor),
+    };
+    if in_cockpit {
+        let opts = crate::tui::TuiOptions {
+            env: Some(ready.env.clone()),
+            read_only: false,
+            theme: None,
+            walk: Some(crate::tui::run::WalkStart {
+                prepared: Some(ready),
+                runbook: args.runbook.clone(),
+                env: args.env.clone(),
+                resume,
+                state_dir: args.state_dir.clone(),
+                actor: Some(actor),
+                config_path: args.config.clone(),
+                hint,
+                yes: args.yes,
+            }),
+        };
+        return crate::tui::run(cfg, opts)
+            .await
+            .map_err(|e| format!("{e:#}"));
+    }
+    if let Some(n) = &ready.notice {
+        println!("{n}");
+    }
     let op = CliOperator {
         yes: args.yes,
         interactive,
@@ -260,17 +238,7 @@ async fn run_inner(args: WalkArgs) -> Result<i32, String> {
     };
     let cancel = CancellationToken::new();
     spawn_signal_handler(cancel.clone());
-    let opts = EngineOptions {
-        cockpit: cfg,
-        config_path: args
-            .config
-            .clone()
-            .map(|p| std::fs::canonicalize(&p).unwrap_or(p)),
-        actor,
-        journal: Journal::new(audit),
-        initial_decision: initial,
-    };
-    let mut engine = Engine::new(rb, &env, opts, store, state_path, st, op, cancel)?;
+    let (mut engine, _lock) = ready.engine(cfg, args.config.clone(), actor, op, cancel)?;
     match engine.run().await? {
         RunEnd::Finished { outcome, note } => {
             println!("release note: {}", note.display());
@@ -347,28 +315,6 @@ fn send_to_running(
         describe(&st)
     );
     Ok(EXIT_OK)
-}
-
-fn describe(st: &WalkState) -> String {
-    match &st.status {
-        WalkStatus::AwaitingOperator { reason, .. } => format!("paused: {reason}"),
-        WalkStatus::RollingBack { reason, .. } => format!("rolling back: {reason}"),
-        _ => st
-            .steps
-            .get(st.cursor)
-            .map(|s| {
-                format!(
-                    "{}{}",
-                    s.title,
-                    if s.status == StepStatus::Running {
-                        " (was running)"
-                    } else {
-                        ""
-                    }
-                )
-            })
-            .unwrap_or_else(|| "all steps done".into()),
-    }
 }
 
 /// Ctrl-C and SIGTERM stop the walk at the next safe point (never in the middle of a

@@ -4,7 +4,11 @@
 
 use chrono::{DateTime, Utc};
 
-use super::keymap::{self, Key, KeyAction, Keymap, View};
+mod walk;
+
+pub use walk::{Question, WalkAnswer, WalkEnd, WalkEvent, WalkPrompt, WalkUi};
+
+use super::keymap::{self, Key, KeyAction, Keymap, Scope, View};
 use crate::control::audit::AuditEntry;
 use crate::control::envfile::{ConfirmPolicy, EnvDef};
 use crate::control::{Plan, Report};
@@ -60,6 +64,8 @@ pub enum Event {
         id: u64,
         result: ExecResult,
     },
+    /// From the walkthrough's task.
+    Walk(WalkEvent),
 }
 
 /// One read of the audit journal.
@@ -159,6 +165,25 @@ pub enum Command {
         env: usize,
         number: u64,
     },
+    /// Load the runbook and run its engine on a task of its own.
+    StartWalk {
+        runbook: String,
+        env: Option<String>,
+        /// Continue a saved unfinished walkthrough (the operator decides at its pause).
+        resume: bool,
+    },
+    /// The operator's answer to the walk's question `id`.
+    WalkAnswer {
+        id: u64,
+        answer: WalkAnswer,
+    },
+    /// Abort a walk that is not paused: the engine rolls back at its next safe point.
+    WalkAbort {
+        step: usize,
+        reason: String,
+    },
+    /// Stop the walk at its next safe point (saved for `--resume`), before quitting.
+    StopWalk,
     Quit,
 }
 
@@ -218,6 +243,9 @@ pub struct ConfirmDialog {
     pub plan: PlanView,
     /// What the operator has typed (for `confirm = "type-name"`).
     pub typed: String,
+    /// Asked by the walkthrough's engine (answered with [`Command::WalkAnswer`]), not a
+    /// change planned from a key.
+    pub walk: bool,
 }
 
 impl ConfirmDialog {
@@ -549,6 +577,13 @@ pub struct App {
     pub journal_error: Option<String>,
     /// Journal lines that did not parse in the last read.
     pub journal_skipped: usize,
+    /// The walkthrough started here (running or ended).
+    pub walk: Option<WalkUi>,
+    /// `signalbox walk --yes`: the walk's changes need no confirmation.
+    pub walk_yes: bool,
+    /// Lists paths starting with a prefix, for completing `walk RUNBOOK` (`run` installs
+    /// one that reads the file system; the app itself does no I/O).
+    pub list_paths: fn(&str) -> Vec<String>,
     /// The diff last asked for (environment, revision), so it is asked for once.
     diff_wanted: Option<(usize, u64)>,
     next_id: u64,
@@ -564,6 +599,11 @@ pub enum Intent {
     Env(String),
     View(View),
     Filter(String),
+    Walk {
+        runbook: String,
+        env: Option<String>,
+        resume: bool,
+    },
 }
 
 fn parse_percent(what: &str, s: &str) -> Result<u32, String> {
@@ -659,6 +699,26 @@ pub fn parse_command(line: &str, map: &Keymap) -> Result<Intent, String> {
             .ok_or_else(|| usage("view")),
         ("view", _) => Err(usage("view")),
         ("filter", rest) => Ok(Intent::Filter(rest.join(" "))),
+        ("walk", [runbook, rest @ ..]) => {
+            let (mut env, mut resume) = (None, false);
+            let mut it = rest.iter();
+            while let Some(w) = it.next() {
+                match *w {
+                    "--env" => match it.next() {
+                        Some(e) if !e.starts_with("--") => env = Some(e.to_string()),
+                        _ => return Err(usage("walk")),
+                    },
+                    "--resume" => resume = true,
+                    _ => return Err(usage("walk")),
+                }
+            }
+            Ok(Intent::Walk {
+                runbook: runbook.to_string(),
+                env,
+                resume,
+            })
+        }
+        ("walk", _) => Err(usage("walk")),
         (name, []) => match map.by_name(name) {
             Some(b) if b.action != KeyAction::EnvByNumber => Ok(Intent::Key(b.action)),
             _ => Err(format!("unknown command {name:?}; Tab lists the commands")),
@@ -689,6 +749,9 @@ impl App {
             sandbox: false,
             journal_error: None,
             journal_skipped: 0,
+            walk: None,
+            walk_yes: false,
+            list_paths: |_| Vec::new(),
             diff_wanted: None,
             next_id: 1,
         }
@@ -813,6 +876,7 @@ impl App {
             View::Overview | View::Environments => (e.routes(&filter).len(), &mut e.selected),
             View::History => (e.history(&filter).len(), &mut e.rev_selected),
             View::Flags => (e.flags(&filter).len(), &mut e.flag_selected),
+            View::Walk => return,
         };
         if n > 0 {
             *sel = if down {
@@ -894,7 +958,7 @@ impl App {
     /// Carries out a key's action (from the keyboard or the palette).
     fn action(&mut self, action: KeyAction, key: Option<Key>) -> Vec<Command> {
         match action {
-            KeyAction::Quit => return vec![Command::Quit],
+            KeyAction::Quit => return self.quit(),
             KeyAction::Help => self.help = !self.help,
             KeyAction::EnvByNumber => {
                 if let Some(Key::Char(c)) = key
@@ -918,6 +982,11 @@ impl App {
             KeyAction::Environments => self.view = View::Environments,
             KeyAction::History => self.view = View::History,
             KeyAction::Flags => self.view = View::Flags,
+            KeyAction::WalkView => self.view = View::Walk,
+            KeyAction::WalkContinue
+            | KeyAction::WalkSkip
+            | KeyAction::WalkRetry
+            | KeyAction::WalkAbort => return self.walk_action(action),
             KeyAction::Palette => self.open_palette(String::new()),
             KeyAction::Filter => {
                 self.input = Some(Input {
@@ -975,6 +1044,24 @@ impl App {
             return vec![];
         }
         let action = b.action;
+        // The walk's keys answer the walk, in its view; manual changes stay out of it.
+        let walk_related = self.view == View::Walk || b.scope == Scope::Walk;
+        if walk_related && !b.scope.offered(self.view, self.sandbox) {
+            let msg = if b.scope == Scope::Walk {
+                format!(
+                    "{}: works in the walkthrough view ({})",
+                    b.name,
+                    self.key_label(KeyAction::WalkView)
+                )
+            } else {
+                format!(
+                    "{}: not in the walkthrough view; the walk's own keys decide (? lists them)",
+                    b.name
+                )
+            };
+            self.toast(ToastKind::Info, msg);
+            return vec![];
+        }
         self.action(action, Some(key))
     }
 
@@ -990,7 +1077,7 @@ impl App {
             }
         };
         let mutating = match &intent {
-            Intent::Change(_) => true,
+            Intent::Change(_) | Intent::Walk { .. } => true,
             Intent::Key(a) => self.keymap.binding(*a).is_some_and(|b| b.mutating),
             _ => false,
         };
@@ -1024,6 +1111,11 @@ impl App {
                 self.filter = f;
                 vec![]
             }
+            Intent::Walk {
+                runbook,
+                env,
+                resume,
+            } => self.start_walk(runbook, env, resume),
         }
     }
 
@@ -1055,6 +1147,9 @@ impl App {
             ["fault", _, _] => ["5xx", "latency", "down", "clear"]
                 .map(String::from)
                 .to_vec(),
+            ["walk", prefix] => (self.list_paths)(prefix),
+            ["walk", _, "--env", _] => self.envs.iter().map(|e| e.def.name.clone()).collect(),
+            ["walk", _, ..] => ["--env", "--resume"].map(String::from).to_vec(),
             ["flip", route, _] => env
                 .status
                 .as_ref()
@@ -1078,7 +1173,11 @@ impl App {
         };
         let cands = self.candidates(&words);
         let done = keymap::complete(last, cands.iter().map(String::as_str));
-        if let (Some(done), Some(input)) = (done, self.input.as_mut()) {
+        if let (Some(mut done), Some(input)) = (done, self.input.as_mut()) {
+            // A directory is completed into, not past.
+            if done.ends_with("/ ") {
+                done.pop();
+            }
             let keep = text.len() - last.len();
             input.text = format!("{}{done}", &text[..keep]);
             input.error = None;
@@ -1220,6 +1319,7 @@ impl App {
                     id,
                     plan,
                     typed: String::new(),
+                    walk: false,
                 });
                 vec![]
             }
@@ -1277,8 +1377,15 @@ impl App {
 
 /// Applies one event; returns what `run` must do. Never does I/O.
 pub fn update(app: &mut App, event: Event) -> Vec<Command> {
+    let walk_dialog = app.dialog.clone().filter(|d| d.walk);
+    let walk_prompt = app.walk.as_ref().is_some_and(|w| w.prompt.is_some());
     let mut cmds = match event {
+        Event::Key(k) if walk_dialog.is_some() => match &walk_dialog {
+            Some(d) => app.walk_dialog_key(d, k),
+            None => vec![],
+        },
         Event::Key(k) if app.dialog.is_some() => app.dialog_key(k),
+        Event::Key(k) if walk_prompt => app.walk_prompt_key(k),
         Event::Key(k) if app.input.is_some() => app.input_key(k),
         Event::Key(k) if app.help => {
             // Any key closes help; quit still quits.
@@ -1288,7 +1395,7 @@ pub fn update(app: &mut App, event: Event) -> Vec<Command> {
                 .lookup(k)
                 .is_some_and(|b| b.action == KeyAction::Quit)
             {
-                vec![Command::Quit]
+                app.quit()
             } else {
                 vec![]
             }
@@ -1367,7 +1474,9 @@ pub fn update(app: &mut App, event: Event) -> Vec<Command> {
             app.executed(id, result);
             vec![]
         }
+        Event::Walk(ev) => app.walk_event(ev),
     };
+    app.show_queued_confirm();
     // Selections stay inside their (possibly filtered or shrunk) lists.
     let filter = app.filter.clone();
     for e in &mut app.envs {

@@ -80,14 +80,17 @@ pub enum View {
     History,
     /// Feature flags of one environment.
     Flags,
+    /// The walkthrough (runbook) being stepped through, beside its environment's live panel.
+    Walk,
 }
 
 impl View {
-    pub const ALL: [View; 4] = [
+    pub const ALL: [View; 5] = [
         View::Overview,
         View::Environments,
         View::History,
         View::Flags,
+        View::Walk,
     ];
 
     pub fn name(self) -> &'static str {
@@ -96,6 +99,7 @@ impl View {
             View::Environments => "envs",
             View::History => "history",
             View::Flags => "flags",
+            View::Walk => "walk",
         }
     }
 
@@ -105,6 +109,7 @@ impl View {
             "envs" | "environments" | "all" => Some(View::Environments),
             "history" | "revisions" => Some(View::History),
             "flags" => Some(View::Flags),
+            "walk" | "walkthrough" => Some(View::Walk),
             _ => None,
         }
     }
@@ -136,6 +141,15 @@ pub enum KeyAction {
     Rollforward,
     Fault,
     ClearFault,
+    WalkView,
+    /// Approve the pause the walkthrough waits at (or accept an inconclusive analysis).
+    WalkContinue,
+    /// Skip the step the walkthrough stopped at, with a typed reason.
+    WalkSkip,
+    /// Run the step the walkthrough stopped at again.
+    WalkRetry,
+    /// Stop the walkthrough and roll it back by its rollback policy.
+    WalkAbort,
 }
 
 /// Where a binding is offered in the hint bar.
@@ -149,12 +163,18 @@ pub enum Scope {
     Flags,
     /// Only with a sandbox behind the cockpit.
     Sandbox,
+    /// Every view but the walkthrough's (manual rollbacks would fight the walk's engine).
+    Manual,
+    /// The walkthrough view.
+    Walk,
 }
 
 impl Scope {
     pub fn offered(self, view: View, sandbox: bool) -> bool {
         match self {
             Scope::All => true,
+            Scope::Manual => view != View::Walk,
+            Scope::Walk => view == View::Walk,
             Scope::Routes => matches!(view, View::Overview | View::Environments),
             Scope::History => view == View::History,
             Scope::Flags => view == View::Flags,
@@ -239,10 +259,15 @@ const DEFAULTS: &[Preset] = &[
     b!(SetWeight, "set_weight", &[Key::Char('w')], "w", "weight", "set the selected route's exact canary weight", true, false, Routes),
     b!(Flip, "flip", &[Key::Char('f')], "f", "flip", "flip the selected route to its other side", true, true, Routes),
     b!(ToggleFlag, "toggle_flag", &[Key::Char('t')], "t", "toggle", "turn the selected flag on or off", true, true, Flags),
-    b!(Rollback, "rollback", &[Key::Char('r')], "r", "rollback", "roll back (in History: to the selected revision)", true, true, All),
-    b!(Rollforward, "rollforward", &[Key::Char('R')], "R", "rollfwd", "roll forward (undo the last rollback)", true, false, All),
+    b!(WalkView, "walk_view", &[Key::Char('W')], "W", "walk", "view: the walkthrough (start one with :walk PATH)", false, false, All),
+    b!(Rollback, "rollback", &[Key::Char('r')], "r", "rollback", "roll back (in History: to the selected revision)", true, true, Manual),
+    b!(Rollforward, "rollforward", &[Key::Char('R')], "R", "rollfwd", "roll forward (undo the last rollback)", true, false, Manual),
     b!(Fault, "fault", &[Key::Char('x')], "x", "fault", "sandbox: inject a fault into the selected route's canary", true, false, Sandbox),
     b!(ClearFault, "clear_fault", &[Key::Char('X')], "X", "clear fault", "sandbox: clear faults of the selected route's upstreams", true, false, Sandbox),
+    b!(WalkContinue, "walk_continue", &[Key::Char('c')], "c", "continue", "walkthrough: approve the pause (or accept an inconclusive analysis) and go on", true, true, Walk),
+    b!(WalkSkip, "walk_skip", &[Key::Char('s')], "s", "skip", "walkthrough: skip the step it stopped at (asks for a reason, which is audited)", true, true, Walk),
+    b!(WalkRetry, "walk_retry", &[Key::Char('e')], "e", "retry", "walkthrough: run the step it stopped at again", true, true, Walk),
+    b!(WalkAbort, "walk_abort", &[Key::Char('A')], "A", "abort", "walkthrough: stop and roll back by the runbook's rollback policy (asks first)", true, true, Walk),
     b!(Help, "help", &[Key::Char('?')], "?", "help", "show or hide this help", false, true, All),
     b!(Quit, "quit", &[Key::Char('q'), Key::Interrupt], "q", "quit", "quit", false, true, All),
 ];
@@ -426,6 +451,12 @@ pub const COMMANDS: &[PaletteCommand] = &[
         mutating: true,
     },
     PaletteCommand {
+        name: "walk",
+        usage: "walk RUNBOOK [--env NAME] [--resume]",
+        description: "step through a release runbook here (Tab completes paths)",
+        mutating: true,
+    },
+    PaletteCommand {
         name: "env",
         usage: "env NAME",
         description: "switch environment",
@@ -433,7 +464,7 @@ pub const COMMANDS: &[PaletteCommand] = &[
     },
     PaletteCommand {
         name: "view",
-        usage: "view overview|envs|history|flags",
+        usage: "view overview|envs|history|flags|walk",
         description: "switch view",
         mutating: false,
     },

@@ -5,7 +5,8 @@
 
 use std::collections::HashMap;
 use std::io::{self, Stdout};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,10 +16,13 @@ use crossterm::event::{self as ct, KeyCode, KeyEventKind, KeyModifiers};
 use crossterm::terminal::{self, EnterAlternateScreen, LeaveAlternateScreen};
 use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-use super::app::{self, App, Command, Event, ExecResult, PlanView};
+use super::app::{
+    self, App, Command, Event, ExecResult, PlanView, WalkAnswer, WalkEnd, WalkEvent, WalkUi,
+};
 use super::diff;
 use super::keymap::{Key, Keymap};
 use super::theme::{self, Theme};
@@ -29,6 +33,9 @@ use crate::control::{self, Env, Plan, PlanError};
 use crate::domain::metrics::{FeedError, MetricsFeed};
 use crate::domain::{GatewayStatus, Outcome};
 use crate::metrics::{CanaryRoles, MetricsPoller, MetricsSource};
+use crate::walk::start::{self, Prepared, Resume, StartRequest};
+use crate::walk::store::{DecisionRequest, Store};
+use crate::walk::{ChannelOperator, Decision, RunEnd, WalkUpdate};
 
 const POLL_EVERY: Duration = Duration::from_secs(1);
 /// How often the audit journal is checked for changes (a stat; read only when it changed).
@@ -36,6 +43,8 @@ const JOURNAL_EVERY: Duration = Duration::from_secs(1);
 /// How much of the journal's tail History reads (about 2,000 entries).
 const JOURNAL_TAIL: u64 = 1 << 20;
 const TICK: Duration = Duration::from_millis(250);
+/// How long quitting waits for a running walkthrough to reach a safe point.
+const WALK_STOP: Duration = Duration::from_secs(15);
 
 pub struct TuiOptions {
     /// The environment to open on (default: the first).
@@ -44,6 +53,234 @@ pub struct TuiOptions {
     pub read_only: bool,
     /// Theme name; `NO_COLOR` forces monochrome.
     pub theme: Option<String>,
+    /// Open on the walkthrough view, running this one (`signalbox walk` on a terminal).
+    pub walk: Option<WalkStart>,
+}
+
+/// A walkthrough to run inside the cockpit.
+pub struct WalkStart {
+    /// Already loaded and locked (by `signalbox walk`, which reports problems before the
+    /// terminal is taken); otherwise the cockpit loads it.
+    pub prepared: Option<Box<start::Ready>>,
+    pub runbook: PathBuf,
+    /// Instead of the runbook's `env`.
+    pub env: Option<String>,
+    pub resume: Resume,
+    pub state_dir: Option<PathBuf>,
+    /// Default: the cockpit's actor.
+    pub actor: Option<String>,
+    /// The environments file, for the release note's hand-rollback commands.
+    pub config_path: Option<PathBuf>,
+    /// The command that reaches this walkthrough from a shell, for messages.
+    pub hint: String,
+    /// Changes need no confirmation (`--yes`).
+    pub yes: bool,
+}
+
+impl WalkStart {
+    /// A walk started from the palette.
+    fn from_palette(runbook: &str, env: Option<String>, resume: bool) -> Self {
+        let hint = format!(
+            "signalbox walk {runbook}{}",
+            env.as_ref()
+                .map(|e| format!(" --env {e}"))
+                .unwrap_or_default()
+        );
+        Self {
+            prepared: None,
+            runbook: PathBuf::from(runbook),
+            env,
+            resume: if resume { Resume::Ask } else { Resume::No },
+            state_dir: None,
+            actor: None,
+            config_path: None,
+            hint,
+            yes: false,
+        }
+    }
+}
+
+/// The engine's questions wait here (by id) for the operator's answer from the UI loop.
+enum Reply {
+    Decide(oneshot::Sender<Decision>),
+    Confirm(oneshot::Sender<bool>),
+}
+
+#[derive(Clone, Default)]
+struct WalkBridge {
+    replies: Arc<Mutex<HashMap<u64, Reply>>>,
+    next: Arc<AtomicU64>,
+}
+
+impl WalkBridge {
+    /// An engine update as an app event; a question's reply channel is kept under a new id.
+    fn accept(&self, u: WalkUpdate) -> WalkEvent {
+        let keep = |r: Reply| {
+            let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+            if let Ok(mut m) = self.replies.lock() {
+                m.insert(id, r);
+            }
+            id
+        };
+        match u {
+            WalkUpdate::State(st) => WalkEvent::State(st),
+            WalkUpdate::Line(l) => WalkEvent::Line(l),
+            WalkUpdate::Decide {
+                kind,
+                reason,
+                reply,
+            } => WalkEvent::Decide {
+                id: keep(Reply::Decide(reply)),
+                kind,
+                reason,
+            },
+            WalkUpdate::Confirm { plan, reply } => WalkEvent::Confirm {
+                plan: PlanView::from(plan.as_ref()),
+                id: keep(Reply::Confirm(reply)),
+            },
+        }
+    }
+
+    /// Sends the answer to the engine; false when it no longer waits for one.
+    fn answer(&self, id: u64, answer: WalkAnswer) -> bool {
+        let Some(reply) = self.replies.lock().ok().and_then(|mut m| m.remove(&id)) else {
+            return false;
+        };
+        match (reply, answer) {
+            (Reply::Decide(tx), WalkAnswer::Decision(d)) => tx.send(d).is_ok(),
+            (Reply::Confirm(tx), WalkAnswer::Confirm(yes)) => tx.send(yes).is_ok(),
+            _ => false,
+        }
+    }
+
+    /// Quitting: a change waiting for confirmation is declined (the walk pauses, saved,
+    /// rather than failing for want of an answer); pauses are left to the cancellation.
+    fn decline_all(&self) {
+        let Ok(mut m) = self.replies.lock() else {
+            return;
+        };
+        for (_, r) in m.drain() {
+            if let Reply::Confirm(tx) = r {
+                let _ = tx.send(false);
+            }
+        }
+    }
+}
+
+/// The walkthrough's task and how to reach its engine.
+struct WalkTask {
+    cancel: CancellationToken,
+    handle: JoinHandle<WalkEnd>,
+    /// The store's directory and the state file, once loaded: an abort outside a pause is
+    /// handed to the engine there, as from another terminal.
+    target: Arc<Mutex<Option<(PathBuf, PathBuf)>>>,
+    hint: String,
+}
+
+/// Loads and runs one walkthrough, forwarding the engine's updates to the UI in order.
+async fn run_walk(
+    start: WalkStart,
+    cockpit: CockpitConfig,
+    actor: String,
+    bridge: WalkBridge,
+    tx: mpsc::Sender<Msg>,
+    cancel: CancellationToken,
+    target: Arc<Mutex<Option<(PathBuf, PathBuf)>>>,
+) -> WalkEnd {
+    let prepared = match start.prepared {
+        Some(r) => Ok(Prepared::Ready(r)),
+        None => start::prepare(StartRequest {
+            runbook: &start.runbook,
+            env: start.env.as_deref(),
+            cockpit: &cockpit,
+            config_path: start.config_path.as_deref(),
+            actor: &actor,
+            state_dir: start.state_dir.as_deref(),
+            resume: start.resume.clone(),
+        }),
+    };
+    let ready = match prepared {
+        Ok(Prepared::Ready(r)) => r,
+        Ok(Prepared::Busy { .. }) => {
+            return WalkEnd::Error(format!(
+                "another signalbox walk is driving this walkthrough; decide there, or from a shell with `{} --resume` (or --retry, --skip REASON, --abort)",
+                start.hint
+            ));
+        }
+        Err(e) => return WalkEnd::Error(e),
+    };
+    if let Ok(mut t) = target.lock() {
+        *t = Some((ready.store.dir().to_path_buf(), ready.state_path.clone()));
+    }
+    let started = WalkEvent::Started {
+        env: ready.env.clone(),
+        notice: ready.notice.clone(),
+    };
+    let first = WalkEvent::State(Box::new(ready.st.clone()));
+    let (op, mut rx) = ChannelOperator::new();
+    let (mut engine, _lock) =
+        match ready.engine(cockpit, start.config_path.clone(), actor, op, cancel) {
+            Ok(x) => x,
+            Err(e) => return WalkEnd::Error(e),
+        };
+    for ev in [started, first] {
+        let _ = tx.send(Msg::App(Event::Walk(ev))).await;
+    }
+    let forward = {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(u) = rx.recv().await {
+                let ev = bridge.accept(u);
+                if tx.send(Msg::App(Event::Walk(ev))).await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let result = engine.run().await;
+    // The operator's channel closes with the engine; the last updates go out first.
+    drop(engine);
+    let _ = forward.await;
+    match result {
+        Ok(RunEnd::Finished { outcome, note }) => WalkEnd::Finished {
+            outcome,
+            note: note.display().to_string(),
+        },
+        Ok(RunEnd::Paused { reason }) => WalkEnd::Paused(reason),
+        Ok(RunEnd::Interrupted) => WalkEnd::Interrupted,
+        Err(e) => WalkEnd::Error(e),
+    }
+}
+
+/// Paths for completing `walk RUNBOOK`: directories (to go into) and YAML files.
+fn list_paths(prefix: &str) -> Vec<String> {
+    let (dir, file) = match prefix.rfind('/') {
+        Some(i) => (&prefix[..=i], &prefix[i + 1..]),
+        None => ("", prefix),
+    };
+    let Ok(entries) = std::fs::read_dir(if dir.is_empty() { "." } else { dir }) else {
+        return vec![];
+    };
+    let mut out: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            if !name.starts_with(file) || (name.starts_with('.') && !file.starts_with('.')) {
+                return None;
+            }
+            let is_dir = e.file_type().ok()?.is_dir();
+            if is_dir {
+                Some(format!("{dir}{name}/"))
+            } else if name.ends_with(".yaml") || name.ends_with(".yml") {
+                Some(format!("{dir}{name}"))
+            } else {
+                None
+            }
+        })
+        .take(500)
+        .collect();
+    out.sort();
+    out
 }
 
 enum Msg {
@@ -276,6 +513,10 @@ struct Backends {
     journal_poke: Arc<tokio::sync::Notify>,
     actor: Arc<str>,
     tx: mpsc::Sender<Msg>,
+    /// For the walkthrough's engine, which connects on its own.
+    cockpit: CockpitConfig,
+    bridge: WalkBridge,
+    walk: Option<WalkTask>,
 }
 
 struct PendingPlan {
@@ -297,10 +538,89 @@ impl Backends {
         self.plans.lock().ok()?.remove(&id)
     }
 
+    fn start_walk(&mut self, start: WalkStart) {
+        let cancel = CancellationToken::new();
+        let target = Arc::new(Mutex::new(None));
+        let actor = start
+            .actor
+            .clone()
+            .unwrap_or_else(|| self.actor.to_string());
+        let hint = start.hint.clone();
+        let run = run_walk(
+            start,
+            self.cockpit.clone(),
+            actor,
+            self.bridge.clone(),
+            self.tx.clone(),
+            cancel.clone(),
+            target.clone(),
+        );
+        let tx = self.tx.clone();
+        let handle = tokio::spawn(async move {
+            let end = run.await;
+            let _ = tx
+                .send(Msg::App(Event::Walk(WalkEvent::Ended(end.clone()))))
+                .await;
+            end
+        });
+        self.walk = Some(WalkTask {
+            cancel,
+            handle,
+            target,
+            hint,
+        });
+    }
+
+    /// Tells the UI something about the walk (a line in its log).
+    fn walk_line(&self, line: String) {
+        let _ = self
+            .tx
+            .try_send(Msg::App(Event::Walk(WalkEvent::Line(line))));
+    }
+
     /// Carries out one command off the UI task; returns false to quit.
-    fn handle(&self, cmd: Command) -> bool {
+    fn handle(&mut self, cmd: Command) -> bool {
         match cmd {
             Command::Quit => return false,
+            Command::StartWalk {
+                runbook,
+                env,
+                resume,
+            } => self.start_walk(WalkStart::from_palette(&runbook, env, resume)),
+            Command::WalkAnswer { id, answer } => {
+                if !self.bridge.answer(id, answer) {
+                    self.walk_line("the walkthrough no longer waits for that answer".into());
+                }
+            }
+            Command::WalkAbort { step, reason } => {
+                let target = self
+                    .walk
+                    .as_ref()
+                    .and_then(|w| w.target.lock().ok().and_then(|t| t.clone()));
+                let Some((dir, path)) = target else {
+                    self.walk_line("cannot abort: the walkthrough has not started".into());
+                    return true;
+                };
+                let req = DecisionRequest {
+                    step,
+                    decision: "abort".into(),
+                    reason: Some(reason),
+                    actor: self.actor.to_string(),
+                };
+                let tx = self.tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = Store::new(dir).send_decision(&path, &req) {
+                        let line = format!("cannot abort: {e}");
+                        let _ = tx.try_send(Msg::App(Event::Walk(WalkEvent::Line(line))));
+                    }
+                });
+            }
+            Command::StopWalk => {
+                self.bridge.decline_all();
+                if let Some(w) = &self.walk {
+                    w.cancel.cancel();
+                }
+            }
             Command::Plan { id, env, action } => {
                 let tx = self.tx.clone();
                 let plans = self.plans.clone();
@@ -512,14 +832,25 @@ pub async fn run(cfg: CockpitConfig, opts: TuiOptions) -> anyhow::Result<i32> {
         journal_poke.clone(),
         tx.clone(),
     ));
-    let backends = Backends {
+    app.list_paths = list_paths;
+    let mut backends = Backends {
         envs,
         plans: Arc::default(),
         journal,
         journal_poke,
         actor,
         tx: tx.clone(),
+        cockpit: cfg.clone(),
+        bridge: WalkBridge::default(),
+        walk: None,
     };
+    let walk_mode = opts.walk.is_some();
+    if let Some(start) = opts.walk {
+        app.walk = Some(WalkUi::new(start.runbook.display().to_string()));
+        app.walk_yes = start.yes;
+        app.view = super::keymap::View::Walk;
+        backends.start_walk(start);
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let input = spawn_input(tx.clone(), stop.clone());
@@ -587,6 +918,25 @@ pub async fn run(cfg: CockpitConfig, opts: TuiOptions) -> anyhow::Result<i32> {
         p.abort();
     }
     drop(metrics);
+    // A walk still running stops at its next safe point and saves itself; nobody reads
+    // its updates any more.
+    drop(rx);
+    let walk_end = match backends.walk.take() {
+        Some(w) => {
+            backends.bridge.decline_all();
+            w.cancel.cancel();
+            let end = match tokio::time::timeout(WALK_STOP, w.handle).await {
+                Ok(Ok(end)) => end,
+                Ok(Err(e)) => WalkEnd::Error(format!("the walkthrough's task failed: {e}")),
+                Err(_) => WalkEnd::Error(format!(
+                    "the walkthrough did not stop within {}s; its state is saved after every step",
+                    WALK_STOP.as_secs()
+                )),
+            };
+            Some((end, w.hint))
+        }
+        None => None,
+    };
     drop(guard);
     // Once the terminal is gone (SIGHUP, a killed tmux or SSH session), crossterm's
     // poll spins on the dead tty and never returns (crossterm#793): give the reader a
@@ -598,12 +948,109 @@ pub async fn run(cfg: CockpitConfig, opts: TuiOptions) -> anyhow::Result<i32> {
     if input.is_finished() {
         let _ = input.join();
     }
-    result
+    let code = result?;
+    // After the terminal is back: where the note is, or how to carry on.
+    match &walk_end {
+        Some((WalkEnd::Finished { note, .. }, _)) => println!("release note: {note}"),
+        Some((WalkEnd::Paused(_) | WalkEnd::Interrupted, hint)) => println!(
+            "walkthrough saved: resume with `{hint} --resume`, or roll back with `{hint} --abort`"
+        ),
+        Some((WalkEnd::Error(e), _)) => eprintln!("signalbox walk: {e}"),
+        None => {}
+    }
+    Ok(match walk_end {
+        Some((end, _)) if walk_mode => end.exit_code(),
+        _ => code,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The whole way from a key to the engine: the engine's question crosses the bridge
+    /// as an event, `c` in the walk view becomes an answer, and the engine's `decide`
+    /// returns it.
+    #[tokio::test]
+    async fn a_key_answers_the_engine_through_the_bridge() {
+        use crate::control::envfile::ConfirmPolicy;
+        use crate::walk::engine::Operator;
+        use crate::walk::{PauseKind, WalkState};
+        let rb = crate::walk::runbook::parse_str(
+            "name: t\nenv: dev\nroute: users\nsteps:\n  - pause: { message: ok? }\n",
+            "t.yaml",
+        )
+        .expect("runbook");
+        let st = WalkState::new(
+            "id".into(),
+            &rb,
+            "t.yaml",
+            "sha",
+            "ui",
+            &rb.expand("dev"),
+            Utc::now(),
+        );
+        let bridge = WalkBridge::default();
+        let (mut op, mut rx) = ChannelOperator::new();
+        let asking = tokio::spawn(async move {
+            let cancel = CancellationToken::new();
+            op.decide(&st, PauseKind::Approval, "ok?", &cancel).await
+        });
+        let update = rx.recv().await.expect("the engine asks");
+        let ev = bridge.accept(update);
+        let mut app = App::new(
+            vec![crate::tui::app::tests::def(
+                "dev",
+                ConfirmPolicy::Yes,
+                false,
+            )],
+            0,
+            false,
+            Utc::now(),
+        );
+        app.walk = Some(WalkUi::new("t.yaml"));
+        app.view = crate::tui::keymap::View::Walk;
+        assert!(app::update(&mut app, Event::Walk(ev)).is_empty());
+        let cmds = app::update(&mut app, Event::Key(Key::Char('c')));
+        let [Command::WalkAnswer { id, answer }] = cmds.as_slice() else {
+            panic!("one answer: {cmds:?}");
+        };
+        assert!(bridge.answer(*id, answer.clone()));
+        assert_eq!(
+            asking.await.expect("task"),
+            Some(Decision::Continue),
+            "the engine got the operator's decision"
+        );
+        assert!(!bridge.answer(*id, answer.clone()), "an answer counts once");
+    }
+
+    #[test]
+    fn runbook_paths_complete_from_the_file_system() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("runbooks")).expect("mkdir");
+        for f in [
+            "runbooks/a.yaml",
+            "runbooks/b.yml",
+            "runbooks/notes.txt",
+            "run.yaml",
+        ] {
+            std::fs::write(dir.path().join(f), "x").expect("write");
+        }
+        let base = format!("{}/", dir.path().display());
+        assert_eq!(
+            list_paths(&format!("{base}run")),
+            [format!("{base}run.yaml"), format!("{base}runbooks/")]
+        );
+        assert_eq!(
+            list_paths(&format!("{base}runbooks/")),
+            [
+                format!("{base}runbooks/a.yaml"),
+                format!("{base}runbooks/b.yml")
+            ],
+            "YAML files only"
+        );
+        assert!(list_paths(&format!("{base}nope/")).is_empty());
+    }
 
     fn press(code: KeyCode, modifiers: KeyModifiers) -> ct::KeyEvent {
         ct::KeyEvent::new(code, modifiers)

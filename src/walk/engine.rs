@@ -564,6 +564,15 @@ impl<O: Operator> Engine<O> {
                 }
             }
         }
+        if let Some(track) = &c.matches_source {
+            match self
+                .source_check(env_name, &s, &route, track, c.source.as_deref())
+                .await
+            {
+                Ok(m) => ok.push(m),
+                Err(m) => bad.push(m),
+            }
+        }
         if bad.is_empty() {
             StepResult::Done {
                 detail: ok.join(", "),
@@ -571,6 +580,67 @@ impl<O: Operator> Engine<O> {
             }
         } else {
             failed(Cause::Step, bad.join("; "))
+        }
+    }
+
+    /// The same artifact as the source environment: on a gateway a track is an upstream,
+    /// so the track `env_name` is about to make live must be the one the source serves
+    /// `route` from, all of it. (Kubernetes flips also compare container images in their
+    /// preflight.)
+    async fn source_check(
+        &self,
+        env_name: &str,
+        here: &crate::domain::GatewayStatus,
+        route: &str,
+        track: &str,
+        source: Option<&str>,
+    ) -> Result<String, String> {
+        if here.upstream(track).is_none() {
+            return Err(format!("{env_name} has no upstream {track:?}"));
+        }
+        let env = self.env(env_name)?;
+        let Some(src) = source
+            .map(String::from)
+            .or_else(|| env.def.promote_from.clone())
+        else {
+            return Err(format!(
+                "no source environment to compare {track} with: give the check a source, or {env_name} a promote_from in the environments file"
+            ));
+        };
+        let connected;
+        let src_env = match self.envs.get(&src) {
+            Some(e) => e,
+            None => {
+                let def = self.opts.cockpit.env(&src).cloned().ok_or_else(|| {
+                    format!("the source environment {src:?} is not in the environments file")
+                })?;
+                connected = Env::connect(def)?;
+                &connected
+            }
+        };
+        let status = src_env
+            .backend
+            .status()
+            .await
+            .map_err(|e| format!("cannot read the source environment {src}: {e}"))?;
+        let r = status
+            .route(route)
+            .ok_or_else(|| format!("the source environment {src} has no route {route:?}"))?;
+        match r.live() {
+            Some(live) if r.percent(live) == 100 && live == track => {
+                Ok(format!("{track} is what {src} serves {route} from"))
+            }
+            Some(live) if r.percent(live) == 100 => Err(format!(
+                "{env_name} would go live on {track}, but {src} serves {route} from {live}: promote what was tested there"
+            )),
+            _ => Err(format!(
+                "{src} splits {route} ({}): it does not serve one track yet",
+                r.split
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            )),
         }
     }
 

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod machine;
 pub mod note;
 pub mod runbook;
+pub mod start;
 pub mod store;
 
 pub use channel::{ChannelOperator, WalkUpdate};

@@ -143,6 +143,13 @@ pub struct CheckStep {
     pub flag_off: Vec<String>,
     #[serde(default)]
     pub flag_on: Vec<String>,
+    /// "Promote what was tested": the track (upstream) this environment is about to make
+    /// live must be the one the source environment serves the route from.
+    #[serde(default)]
+    pub matches_source: Option<String>,
+    /// The source environment (default: this environment's `promote_from`).
+    #[serde(default)]
+    pub source: Option<String>,
 }
 
 /// HTTP requests through the environment's gateway.
@@ -375,6 +382,12 @@ impl Step {
                 for f in &c.flag_on {
                     parts.push(format!("flag {f} on"));
                 }
+                if let Some(t) = &c.matches_source {
+                    parts.push(format!(
+                        "{t} is what {} serves",
+                        c.source.as_deref().unwrap_or("the source environment")
+                    ));
+                }
                 format!("check {}", parts.join(", "))
             }
             Step::Smoke(s) => {
@@ -540,10 +553,18 @@ pub fn validate(rb: &Runbook) -> Vec<(String, String)> {
                     && c.live.is_none()
                     && c.flag_off.is_empty()
                     && c.flag_on.is_empty()
+                    && c.matches_source.is_none()
                 {
                     err(
-                        base,
-                        "a check needs at least one of healthy, live, flag_off, flag_on".into(),
+                        base.clone(),
+                        "a check needs at least one of healthy, live, flag_off, flag_on, matches_source".into(),
+                    );
+                }
+                if c.source.is_some() && c.matches_source.is_none() {
+                    err(
+                        format!("{base}.source"),
+                        "source names the environment for matches_source; give matches_source too"
+                            .into(),
                     );
                 }
             }
@@ -789,5 +810,19 @@ steps:
             "{e}"
         );
         assert_eq!((e.0[0].line, e.0[3].line), (5, 7));
+    }
+
+    #[test]
+    fn a_source_needs_matches_source_and_matches_source_alone_is_a_check() {
+        let ok = "name: x\nenv: prod\nroute: users\nsteps:\n  - check: { matches_source: users-green }\n";
+        let rb = parse_str(ok, "ok.yaml").unwrap();
+        assert_eq!(
+            rb.steps[0].title("users"),
+            "check users-green is what the source environment serves"
+        );
+        let bad = "name: x\nenv: prod\nroute: users\nsteps:\n  - check: { healthy: [a], source: stage }\n";
+        let e = parse_str(bad, "b.yaml").unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0].path, "steps[0].check.source", "{e}");
     }
 }

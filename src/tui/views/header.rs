@@ -37,6 +37,7 @@ fn view_action(v: View) -> KeyAction {
         View::Environments => KeyAction::Environments,
         View::History => KeyAction::History,
         View::Flags => KeyAction::Flags,
+        View::Walk => KeyAction::WalkView,
     }
 }
 

@@ -11,10 +11,14 @@ use crate::tui::theme::Theme;
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let ro = app.is_read_only();
+    // Two columns when there is room for every key; otherwise one, with the keys of this
+    // view (the sandbox's included, so they are discoverable).
+    let two = area.width >= 150;
     let entries: Vec<Line> = app
         .keymap
         .bindings
         .iter()
+        .filter(|b| two || b.scope.offered(app.view, true))
         .map(|b| {
             let off = ro && b.mutating;
             Line::from(vec![
@@ -28,8 +32,6 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         "● ok ▲ degraded ✖ down ○ connecting · : commands · / filter",
         theme.dim,
     ));
-    // Two columns when there is room; otherwise one, cut to the screen.
-    let two = area.width >= 150;
     let lines: Vec<Line> = if two {
         let half = entries.len().div_ceil(2);
         let width = 72;
@@ -49,7 +51,9 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         out
     } else {
         let mut out = entries;
-        out.push(legend);
+        if usize::from(area.height) > out.len() + 2 {
+            out.push(legend);
+        }
         out
     };
     // Skipped `[keys]` entries stay visible here after their toasts expire.

@@ -292,6 +292,18 @@ pub fn draw(
     theme: &Theme,
 ) {
     let route = env.selected_route(filter).map(|r| r.name.clone());
+    draw_route(f, area, env, route.as_deref(), now_title, theme);
+}
+
+/// The live panel for one named route (the walkthrough view shows its runbook's route).
+pub fn draw_route(
+    f: &mut Frame,
+    area: Rect,
+    env: &EnvState,
+    route: Option<&str>,
+    now_title: &str,
+    theme: &Theme,
+) {
     let (title, lines, border) = match &env.metrics {
         None => (
             "live".to_string(),
@@ -302,7 +314,7 @@ pub fn draw(
             theme.dim,
         ),
         Some(feed) => {
-            let (mut title, lines) = feed_lines(feed, route.as_deref(), area, theme);
+            let (mut title, lines) = feed_lines(feed, route, area, theme);
             let border = if feed.error.is_some() {
                 theme.bad
             } else {

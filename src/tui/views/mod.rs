@@ -40,6 +40,8 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme) {
     panels::toasts(f, body, app, theme);
     if let Some(d) = &app.dialog {
         dialog::draw(f, area, d, theme);
+    } else if app.walk.as_ref().is_some_and(|w| w.prompt.is_some()) {
+        walk::prompt(f, area, app, theme);
     } else if app.help {
         help::draw(f, area, app, theme);
     } else if app.input.is_some() {
@@ -54,6 +56,10 @@ fn body_area(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     };
     if app.view == View::Environments {
         envs::draw(f, area, app, theme);
+        return;
+    }
+    if app.view == View::Walk {
+        walk::cockpit(f, area, app, theme);
         return;
     }
     if env.status.is_none() {
@@ -94,7 +100,7 @@ fn body_area(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     match app.view {
         View::History => return history::draw(f, area, app, env, theme),
         View::Flags => return flags::draw(f, area, env, &app.filter, theme),
-        View::Overview | View::Environments => {}
+        View::Overview | View::Environments | View::Walk => {}
     }
     let age = live::age_title(env, app.now);
     if area.width >= WIDE {

@@ -9,7 +9,7 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 
 use crate::control::envfile::EnvKind;
 use crate::domain::kube::{WatchState, WatchStatus};
-use crate::tui::app::{App, Busy, EnvState, InputKind, ToastKind};
+use crate::tui::app::{App, Busy, EnvState, InputKind, ToastKind, WalkPrompt};
 use crate::tui::theme::Theme;
 
 fn block<'a>(title: &str, theme: &Theme) -> Block<'a> {
@@ -256,6 +256,16 @@ pub fn hint_bar(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         }
         spans.push(Span::styled("Esc", theme.accent));
         spans.push(Span::styled(" cancel", theme.dim));
+    } else if let Some(p) = app.walk.as_ref().and_then(|w| w.prompt.as_ref()) {
+        let (go, what) = match p {
+            WalkPrompt::Skip { .. } => ("Enter", " skip (needs a reason)  "),
+            WalkPrompt::Abort { .. } => ("Enter", " abort and roll back  "),
+            WalkPrompt::Quit => ("y/Enter", " quit (the walk is saved)  "),
+        };
+        spans.push(Span::styled(go, theme.accent));
+        spans.push(Span::styled(what, theme.dim));
+        spans.push(Span::styled("Esc", theme.accent));
+        spans.push(Span::styled(" back", theme.dim));
     } else if let Some(input) = &app.input {
         let prompt = match input.kind {
             InputKind::Palette => ":",

@@ -63,6 +63,7 @@ fn with_dialog(mut app: App) -> App {
         id: 1,
         plan: plan_view("prod", ConfirmPolicy::TypeName, true),
         typed: "pro".into(),
+        walk: false,
     });
     app
 }
@@ -109,6 +110,7 @@ fn confirm_dialog_with_a_failed_check() {
         id: 1,
         plan: plan_view("prod", ConfirmPolicy::TypeName, false),
         typed: String::new(),
+        walk: false,
     });
     let term = render(&app, &Theme::dark(), 80, 24);
     insta::assert_snapshot!("confirm_failed_80x24", term.backend());
@@ -412,6 +414,137 @@ mod live_and_views {
         for want in ["p50", "p95", "p99", "v1 0.10%", "v2 4.10%"] {
             assert!(wide.contains(want), "{want}: {wide}");
         }
+    }
+
+    /// The canary walk of `views::walk`'s tests, paused after its analysis, in stage.
+    fn walking(app: App) -> App {
+        use crate::tui::app::{WalkEvent, WalkUi};
+        use crate::walk::machine::{PauseKind, StepResult};
+        let mut app = with_metrics(app, feed(Some(sample(Verdict::Pass, 0.001)), None));
+        let start = t0() - Duration::seconds(200);
+        let mut st = crate::tui::views::walk::tests::analysis_from(start);
+        st.finish_step(
+            2,
+            StepResult::Done {
+                detail: "gates passed".into(),
+                revision: None,
+            },
+            start + Duration::seconds(122),
+        );
+        st.start_step(
+            3,
+            start + Duration::seconds(122),
+            Some(start + Duration::seconds(122 + 900)),
+        );
+        st.finish_step(
+            3,
+            StepResult::Paused {
+                reason: "look at the dashboards".into(),
+                kind: PauseKind::Approval,
+            },
+            start + Duration::seconds(122),
+        );
+        app.walk = Some(WalkUi::new("examples/runbooks/canary.yaml"));
+        update(&mut app, Event::Key(Key::Char('W')));
+        for ev in [
+            WalkEvent::Started {
+                env: "stage".into(),
+                notice: None,
+            },
+            WalkEvent::State(Box::new(st)),
+            WalkEvent::Line("3/8 stage: analyze payments — done: gates passed".into()),
+            WalkEvent::Line("4/8 stage: pause — paused: look at the dashboards".into()),
+            WalkEvent::Decide {
+                id: 1,
+                kind: PauseKind::Approval,
+                reason: "look at the dashboards".into(),
+            },
+        ] {
+            update(&mut app, Event::Walk(ev));
+        }
+        app
+    }
+
+    #[test]
+    fn the_walkthrough_view() {
+        let app = walking(three_envs(false));
+        let dark = Theme::dark();
+        let small = render(&app, &dark, 80, 24);
+        insta::assert_snapshot!("walk_80x24", small.backend());
+        let t = small.backend().to_string();
+        assert!(
+            t.contains("look at the dashboards — c continue · s skip · e retry · A abort"),
+            "{t}"
+        );
+        assert!(t.contains("13m41s left"), "the pause's countdown: {t}");
+        assert!(
+            t.contains("live panel hidden (needs 120 cols or 34 rows)"),
+            "{t}"
+        );
+        assert!(
+            t.contains("c continue"),
+            "the hint bar offers the walk's keys: {t}"
+        );
+        assert!(
+            !t.contains("rollback"),
+            "no manual rollback in the walk view: {t}"
+        );
+
+        let wide = render(&app, &dark, 160, 45);
+        insta::assert_snapshot!("walk_160x45", wide.backend());
+        let w = wide.backend().to_string();
+        assert!(w.contains("live: payments"), "the walk's route, live: {w}");
+        assert!(
+            w.contains("4/8 stage: pause — paused"),
+            "the progress log: {w}"
+        );
+        assert!(
+            w.contains("payments-v2    1/1 healthy"),
+            "the upstreams: {w}"
+        );
+
+        // Tall but narrow: the live panel goes below.
+        let tall = text(&app, 80, 40);
+        assert!(tall.contains("live: payments"), "{tall}");
+
+        // Skip asks for a reason, in a popup.
+        let mut app = app;
+        update(&mut app, Event::Key(Key::Char('s')));
+        for c in "dashboards are down".chars() {
+            update(&mut app, Event::Key(Key::Char(c)));
+        }
+        let popup = render(&app, &dark, 80, 24);
+        insta::assert_snapshot!("walk_skip_80x24", popup.backend());
+        let p = popup.backend().to_string();
+        assert!(p.contains("reason: dashboards are down"), "{p}");
+        assert!(p.contains("Enter skip"), "{p}");
+
+        // Every size, with and without the popup, draws.
+        for a in [&app, &walking(three_envs(true))] {
+            for w in (0..=200).step_by(9) {
+                for h in (0..=60).step_by(4) {
+                    render(a, &dark, w, h);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_walkthrough_view_before_any_walk_and_when_one_failed_to_start() {
+        use crate::tui::app::{WalkEnd, WalkEvent, WalkUi};
+        let mut app = three_envs(false);
+        update(&mut app, Event::Key(Key::Char('W')));
+        assert!(text(&app, 80, 24).contains("start one with :walk RUNBOOK"));
+        app.walk = Some(WalkUi::new("nope.yaml"));
+        update(
+            &mut app,
+            Event::Walk(WalkEvent::Ended(WalkEnd::Error(
+                "cannot read nope.yaml: No such file or directory".into(),
+            ))),
+        );
+        let t = text(&app, 80, 24);
+        assert!(t.contains("did not start"), "{t}");
+        assert!(t.contains("No such file"), "{t}");
     }
 
     #[test]

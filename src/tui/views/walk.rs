@@ -8,8 +8,10 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 
+use super::{live, panels};
+use crate::tui::app::{App, WalkEnd, WalkPrompt, WalkUi};
 use crate::tui::theme::Theme;
 use crate::walk::machine::{
     GateStatus, StepRecord, StepStatus, WalkOutcome, WalkState, WalkStatus,
@@ -58,14 +60,16 @@ fn fit(s: &str, w: usize) -> String {
     }
 }
 
-/// Where the walk stands, in words, and its style.
-fn headline(st: &WalkState, theme: &Theme) -> (String, Style) {
+/// Where the walk stands, in words, and its style. `actions`: the keys that answer a pause.
+fn headline(st: &WalkState, actions: &str, theme: &Theme) -> (String, Style) {
     match &st.status {
         WalkStatus::Running => (format!("step {} running", st.progress()), theme.accent),
-        WalkStatus::AwaitingOperator { reason, .. } => (
-            format!("‖ paused: {reason} — c continue · s skip · r retry · a abort"),
-            theme.warn,
-        ),
+        WalkStatus::AwaitingOperator { reason, .. } if actions.is_empty() => {
+            (format!("‖ paused: {reason}"), theme.warn)
+        }
+        WalkStatus::AwaitingOperator { reason, .. } => {
+            (format!("‖ paused: {reason} — {actions}"), theme.warn)
+        }
         WalkStatus::RollingBack { reason, .. } => (format!("✗ rolling back: {reason}"), theme.bad),
         WalkStatus::Finished {
             outcome: WalkOutcome::Released,
@@ -74,7 +78,30 @@ fn headline(st: &WalkState, theme: &Theme) -> (String, Style) {
     }
 }
 
+/// The keys of the default keymap (c continue · s skip · e retry · A abort).
 pub fn draw(f: &mut Frame, area: Rect, st: &WalkState, now: DateTime<Utc>, theme: &Theme) {
+    let map = crate::tui::keymap::Keymap::default();
+    let label = |a| map.binding(a).map_or(String::new(), |b| b.label.clone());
+    use crate::tui::keymap::KeyAction as K;
+    let actions = format!(
+        "{} continue · {} skip · {} retry · {} abort",
+        label(K::WalkContinue),
+        label(K::WalkSkip),
+        label(K::WalkRetry),
+        label(K::WalkAbort)
+    );
+    draw_with(f, area, st, now, &actions, theme);
+}
+
+/// `actions`: how to answer a pause, from the keymap in force.
+pub fn draw_with(
+    f: &mut Frame,
+    area: Rect,
+    st: &WalkState,
+    now: DateTime<Utc>,
+    actions: &str,
+    theme: &Theme,
+) {
     let envs = {
         let mut v: Vec<&str> = Vec::new();
         for s in &st.steps {
@@ -121,8 +148,12 @@ pub fn draw(f: &mut Frame, area: Rect, st: &WalkState, now: DateTime<Utc>, theme
     for (i, s) in st.steps.iter().enumerate().skip(first).take(h) {
         let (sym, style) = mark(s.status, theme);
         let current = i == st.cursor && !st.is_finished();
+        // A deadline that has passed (an analysis that ended inconclusive) counts nothing.
+        let ticking = s
+            .deadline
+            .filter(|d| *d > now || s.status == StepStatus::Running);
         let right = if current {
-            countdown(s.deadline, now).or_else(|| took(s))
+            countdown(ticking, now).or_else(|| took(s))
         } else {
             took(s)
         }
@@ -200,15 +231,221 @@ pub fn draw(f: &mut Frame, area: Rect, st: &WalkState, now: DateTime<Utc>, theme
         f.render_widget(Paragraph::new(g).block(block), gates);
     }
 
-    let (text, style) = headline(st, theme);
+    let (text, style) = headline(st, actions, theme);
     f.render_widget(
         Paragraph::new(Span::styled(text, style)).wrap(Wrap { trim: true }),
         status,
     );
 }
 
+/// The cockpit's walkthrough view: the walk beside the live panel of the environment and
+/// route it is changing (below it when there is height, else a hint), and its progress log
+/// on wide screens.
+pub fn cockpit(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    let Some(w) = &app.walk else {
+        let text = "no walkthrough yet: start one with :walk RUNBOOK [--env NAME] (Tab completes paths), or run `signalbox walk RUNBOOK` in a terminal";
+        panels::message(f, area, theme, text);
+        return;
+    };
+    let Some(st) = &w.state else {
+        match &w.end {
+            Some(WalkEnd::Error(e)) => {
+                let text = vec![
+                    Line::from(Span::styled(
+                        format!("✗ the walkthrough {} did not start", w.runbook),
+                        theme.bad,
+                    )),
+                    Line::raw(""),
+                    Line::from(Span::styled(e.clone(), theme.base)),
+                ];
+                f.render_widget(
+                    Paragraph::new(text)
+                        .block(
+                            Block::default()
+                                .borders(Borders::ALL)
+                                .border_style(theme.bad)
+                                .title(Span::styled(" walkthrough ", theme.title)),
+                        )
+                        .wrap(Wrap { trim: false }),
+                    area,
+                );
+            }
+            _ => panels::message(
+                f,
+                area,
+                theme,
+                &format!("starting {}: connecting to its environments …", w.runbook),
+            ),
+        }
+        return;
+    };
+    let actions = app.walk_actions_text();
+    let env = w
+        .live_env()
+        .and_then(|n| app.envs.iter().find(|e| e.def.name == n));
+    let live = |f: &mut Frame, r: Rect| match env {
+        Some(e) => {
+            let age = live::age_title(e, app.now);
+            live::draw_route(f, r, e, Some(&st.route), &age, theme);
+        }
+        None => panels::message(
+            f,
+            r,
+            theme,
+            "live: the walk's environment is not in this cockpit's environments file",
+        ),
+    };
+    if area.width >= super::WIDE {
+        let [left, right] =
+            Layout::horizontal([Constraint::Percentage(58), Constraint::Min(30)]).areas(area);
+        draw_with(f, left, st, app.now, &actions, theme);
+        let log_h = (w.lines.len() as u16 + 2).clamp(3, 10);
+        let ups_h = env
+            .and_then(|e| e.status.as_ref())
+            .map_or(0, |s| s.upstreams.len() as u16 + 2)
+            .min(right.height / 4);
+        let [top, ups, bottom] = Layout::vertical([
+            Constraint::Min(6),
+            Constraint::Length(ups_h),
+            Constraint::Length(log_h),
+        ])
+        .areas(right);
+        live(f, top);
+        if let Some(e) = env
+            && ups_h > 2
+        {
+            panels::upstreams(f, ups, e, theme);
+        }
+        log(f, bottom, w, theme);
+    } else if area.height >= 34 {
+        let [top, bottom] =
+            Layout::vertical([Constraint::Min(16), Constraint::Length(14)]).areas(area);
+        draw_with(f, top, st, app.now, &actions, theme);
+        live(f, bottom);
+    } else {
+        let [top, hint] = Layout::vertical([Constraint::Min(3), Constraint::Length(1)]).areas(area);
+        draw_with(f, top, st, app.now, &actions, theme);
+        let o = app.key_label(crate::tui::keymap::KeyAction::Overview);
+        f.render_widget(
+            Paragraph::new(Span::styled(
+                format!(
+                    "live panel hidden (needs {} cols or 34 rows); {o}: overview, the walk runs on",
+                    super::WIDE
+                ),
+                theme.dim,
+            )),
+            hint,
+        );
+    }
+}
+
+/// The newest progress lines, last at the bottom.
+fn log(f: &mut Frame, area: Rect, w: &WalkUi, theme: &Theme) {
+    let h = usize::from(area.height.saturating_sub(2));
+    let lines: Vec<Line> = w
+        .lines
+        .iter()
+        .skip(w.lines.len().saturating_sub(h))
+        .map(|l| Line::from(Span::styled(l.clone(), theme.base)))
+        .collect();
+    f.render_widget(
+        Paragraph::new(lines).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .border_style(theme.dim)
+                .title(Span::styled(" progress ", theme.title)),
+        ),
+        area,
+    );
+}
+
+/// The skip, abort and quit popups.
+pub fn prompt(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    let Some(w) = &app.walk else { return };
+    let Some(p) = &w.prompt else { return };
+    let step = w
+        .state
+        .as_ref()
+        .and_then(|st| st.steps.get(st.cursor).map(|s| (st.cursor, s)))
+        .map(|(i, s)| format!("step {} ({}: {})", i + 1, s.env, s.title))
+        .unwrap_or_else(|| "the current step".into());
+    let (title, border, mut lines, footer) = match p {
+        WalkPrompt::Skip { reason } => (
+            " skip a step ",
+            theme.warn,
+            vec![
+                Line::from(Span::styled(format!("Skip {step}?"), theme.base)),
+                Line::from(Span::styled(
+                    "The reason is recorded in the audit journal and the release note.",
+                    theme.dim,
+                )),
+                Line::raw(""),
+                Line::from(vec![
+                    Span::styled("reason: ", theme.warn),
+                    Span::styled(format!("{reason}▏"), theme.title),
+                ]),
+            ],
+            if reason.trim().is_empty() {
+                "type a reason · Esc back"
+            } else {
+                "Enter skip · Esc back"
+            },
+        ),
+        WalkPrompt::Abort { reason } => (
+            " abort the walkthrough ",
+            theme.bad,
+            vec![
+                Line::from(Span::styled(
+                    format!("Abort at {step} and roll back?"),
+                    theme.base,
+                )),
+                Line::from(Span::styled(
+                    "Every environment it changed is rolled back by the runbook's rollback policy.",
+                    theme.dim,
+                )),
+                Line::raw(""),
+                Line::from(vec![
+                    Span::styled("reason (optional): ", theme.warn),
+                    Span::styled(format!("{reason}▏"), theme.title),
+                ]),
+            ],
+            "Enter abort and roll back · Esc back",
+        ),
+        WalkPrompt::Quit => (
+            " quit ",
+            theme.warn,
+            vec![
+                Line::from(Span::styled("A walkthrough is running. Quit?", theme.base)),
+                Line::from(Span::styled(
+                    "It stops at its next safe point (never in the middle of a change) and is saved; `signalbox walk RUNBOOK --resume` continues it.",
+                    theme.dim,
+                )),
+            ],
+            "y/Enter quit · Esc stay",
+        ),
+    };
+    lines.push(Line::raw(""));
+    lines.push(Line::from(Span::styled(footer, theme.dim)));
+    let width = area.width.saturating_sub(4).min(80);
+    let inner = usize::from(width.saturating_sub(2)).max(1);
+    let wrapped: usize = lines.iter().map(|l| l.width().div_ceil(inner).max(1)).sum();
+    let r = super::centered(area, width, wrapped as u16 + 2);
+    f.render_widget(Clear, r);
+    f.render_widget(
+        Paragraph::new(lines)
+            .block(
+                Block::default()
+                    .borders(Borders::ALL)
+                    .border_style(border)
+                    .title(Span::styled(title, theme.title)),
+            )
+            .wrap(Wrap { trim: false }),
+        r,
+    );
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
 
@@ -237,6 +474,12 @@ steps:
     }
 
     fn walk_in_analysis() -> WalkState {
+        analysis_from(t(0))
+    }
+
+    /// A canary walk two steps in, analysing, started at `start`.
+    pub(crate) fn analysis_from(start: DateTime<Utc>) -> WalkState {
+        let t = |s: i64| start + chrono::Duration::seconds(s);
         let rb = parse_str(RB, "rb.yaml").unwrap();
         let mut st = WalkState::new(
             "w1".into(),
@@ -322,6 +565,22 @@ steps:
             })
             .expect("the analysis row");
         assert_eq!(buf[(5, row)].style().bg, Theme::dark().selected.bg);
+    }
+
+    #[test]
+    fn an_inconclusive_analysis_shows_no_stale_countdown() {
+        let mut st = walk_in_analysis();
+        st.finish_step(
+            2,
+            StepResult::Paused {
+                reason: "analysis inconclusive".into(),
+                kind: PauseKind::Inconclusive,
+            },
+            t(122),
+        );
+        let text = format!("{}", render(&st, t(130), &Theme::dark()).backend());
+        assert!(!text.contains("0s left"), "{text}");
+        assert!(text.contains("‖  3. stage"), "{text}");
     }
 
     #[test]
