@@ -73,9 +73,9 @@ if [ -n "${SIGNALBOX_BIN:-}" ]; then
     [ -x "$SB_BIN" ] || die "SIGNALBOX_BIN=$SB_BIN is not an executable"
     log "using $SB_BIN (SIGNALBOX_BIN), not building"
 else
-    log "building signalbox (release)"
-    (cd "$REPO" && nice -n 10 cargo build --release --locked --bin signalbox >&2)
-    SB_BIN=$TARGET_DIR/release/signalbox
+    log "building signalbox (the dist profile: release + fat LTO, what ships)"
+    (cd "$REPO" && nice -n 10 cargo build --profile dist --locked --bin signalbox >&2)
+    SB_BIN=$TARGET_DIR/dist/signalbox
     [ -x "$SB_BIN" ] || die "the build produced no $SB_BIN"
 fi
 

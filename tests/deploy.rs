@@ -916,7 +916,14 @@ async fn the_gateway_role_covers_reading_and_watching_its_configmap() {
 fn the_dockerfile_passes_hadolint_and_builds_as_documented() {
     let path = deploy_dir().join("Dockerfile");
     let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.contains("cargo build --release --locked"));
+    // The profile that is benchmarked is the one that ships.
+    assert!(text.contains("cargo build --profile dist --locked"));
+    let manifest =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
+    assert!(
+        manifest.contains("[profile.dist]"),
+        "Cargo.toml defines the dist profile"
+    );
     assert!(text.contains(" AS build"), "multi-stage");
     let runtime = text.rsplit("\nFROM ").next().unwrap();
     assert!(
