@@ -417,11 +417,13 @@ fn walk_on_a_terminal_runs_in_the_cockpit_confirm_continue_release_quit() {
     tmux.wait_for(&["abort the walkthrough", "Enter abort and roll back"], 10);
     tmux.type_keys("wrong build");
     tmux.key("Enter");
-    tmux.wait_for(&["rolled back"], 20);
+    // The outcome line, not the dialog's own "is rolled back by the runbook's policy".
+    let screen = tmux.wait_for(&["rolled back: wrong build"], 20);
+    let journal = std::fs::read_to_string(state.join("audit.jsonl")).unwrap_or_default();
     assert_eq!(
         split(&admin, &token, "users").get("users-blue"),
         Some(&100),
-        "the rollback policy sent users back to blue"
+        "the rollback policy sent users back to blue; screen:\n{screen}\njournal:\n{journal}"
     );
     tmux.type_keys("q");
     let s = tmux.wait_for(&["EXIT="], 15);
