@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Mode, client, gateway, upstream, upstream_on};
-use signalbox::domain::metrics::MetricsFeed;
 use signalbox::gateway::config::units::Dur;
 use signalbox::metrics::{MetricsPoller, ScrapeConfig, ScrapeSource};
 use tokio::task::JoinHandle;
@@ -196,28 +195,6 @@ async fn hung_resetting_and_garbage_upstreams_fail_fast_and_the_gateway_stays_re
     drop(gw);
 }
 
-/// Waits until the feed satisfies `ok`, or panics with the last feed.
-async fn wait_feed(
-    rx: &mut tokio::sync::watch::Receiver<MetricsFeed>,
-    within: Duration,
-    what: &str,
-    ok: impl Fn(&MetricsFeed) -> bool,
-) -> Duration {
-    let t = Instant::now();
-    loop {
-        if ok(&rx.borrow_and_update()) {
-            return t.elapsed();
-        }
-        let left = within.saturating_sub(t.elapsed());
-        assert!(
-            !left.is_zero(),
-            "{what}: not within {within:?}; last feed: {}",
-            serde_json::to_string(&*rx.borrow()).unwrap()
-        );
-        let _ = tokio::time::timeout(left, rx.changed()).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_metrics_source_that_dies_is_reported_and_recovers_when_it_returns() {
     let up = upstream("u").await;
@@ -232,7 +209,7 @@ async fn a_metrics_source_that_dies_is_reported_and_recovers_when_it_returns() {
     cfg.timeout = Dur::millis(500);
     let poller = MetricsPoller::spawn(ScrapeSource::new("dev", cfg).unwrap().into());
     let mut rx = poller.subscribe();
-    wait_feed(&mut rx, Duration::from_secs(10), "first sample", |f| {
+    common::wait_feed(&mut rx, Duration::from_secs(10), "first sample", |f| {
         f.latest.is_some() && f.error.is_none()
     })
     .await;
@@ -244,7 +221,7 @@ async fn a_metrics_source_that_dies_is_reported_and_recovers_when_it_returns() {
     let state_dir = gw.dir.path().join("state");
     // Stop the gateway but keep its directory for the restart.
     gw.gw.take().unwrap().shutdown().await;
-    let noticed = wait_feed(&mut rx, Duration::from_secs(5), "error shown", |f| {
+    let noticed = common::wait_feed(&mut rx, Duration::from_secs(5), "error shown", |f| {
         f.error.is_some() && f.latest.is_some()
     })
     .await;
@@ -265,7 +242,7 @@ async fn a_metrics_source_that_dies_is_reported_and_recovers_when_it_returns() {
     })
     .await
     .unwrap();
-    let recovered = wait_feed(&mut rx, Duration::from_secs(10), "recovered", |f| {
+    let recovered = common::wait_feed(&mut rx, Duration::from_secs(10), "recovered", |f| {
         f.error.is_none() && f.latest.is_some()
     })
     .await;

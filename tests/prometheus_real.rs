@@ -538,7 +538,7 @@ async fn a_prometheus_that_goes_down_is_reported_and_recovers_when_it_returns() 
                 .and_then(|s| s.route(ROUTE))
                 .is_some_and(|r| r.upstream(BLUE).is_some())
     };
-    let first = wait_until(
+    let first = common::wait_feed(
         &mut rx,
         Duration::from_secs(30),
         "first sample",
@@ -547,7 +547,7 @@ async fn a_prometheus_that_goes_down_is_reported_and_recovers_when_it_returns() 
     .await;
 
     prom.kill();
-    let noticed = wait_until(&mut rx, Duration::from_secs(10), "outage shown", |f| {
+    let noticed = common::wait_feed(&mut rx, Duration::from_secs(10), "outage shown", |f| {
         f.error.is_some() && f.latest.is_some()
     })
     .await;
@@ -558,31 +558,9 @@ async fn a_prometheus_that_goes_down_is_reported_and_recovers_when_it_returns() 
     );
 
     prom.restart().await;
-    let recovered = wait_until(&mut rx, Duration::from_secs(30), "recovered", has_traffic).await;
+    let recovered =
+        common::wait_feed(&mut rx, Duration::from_secs(30), "recovered", has_traffic).await;
     eprintln!(
         "FAULT prometheus-down: first sample after {first:?}; error shown after {noticed:?} ({error}); recovered {recovered:?} after Prometheus was ready again"
     );
-}
-
-/// Waits until the feed satisfies `ok`; returns how long that took, or panics with the
-/// last feed.
-async fn wait_until(
-    rx: &mut watch::Receiver<MetricsFeed>,
-    within: Duration,
-    what: &str,
-    ok: impl Fn(&MetricsFeed) -> bool,
-) -> Duration {
-    let t = Instant::now();
-    loop {
-        if ok(&rx.borrow_and_update()) {
-            return t.elapsed();
-        }
-        let left = within.saturating_sub(t.elapsed());
-        assert!(
-            !left.is_zero(),
-            "{what}: not within {within:?}; last feed: {}",
-            serde_json::to_string(&*rx.borrow()).unwrap()
-        );
-        let _ = tokio::time::timeout(left, rx.changed()).await;
-    }
 }

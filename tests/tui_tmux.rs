@@ -8,128 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::tmux::{self, Tmux};
+
 const BIN: &str = env!("CARGO_BIN_EXE_signalbox");
 /// Port bases this test may use (each sandbox takes base..base+300).
 const BASES: [u16; 3] = [24000, 24300, 24600];
-
-struct Tmux {
-    socket: String,
-    session: String,
-    pid: Option<u32>,
-}
-
-impl Tmux {
-    fn cmd(&self, args: &[&str]) -> std::process::Output {
-        Command::new("tmux")
-            .arg("-L")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .expect("tmux runs")
-    }
-
-    fn start(cmdline: &str) -> Tmux {
-        Self::start_named("cockpit", cmdline)
-    }
-
-    /// A tmux server of its own per test (tests of this file run in parallel).
-    fn start_named(name: &str, cmdline: &str) -> Tmux {
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let mut t = Tmux {
-            socket: format!(
-                "signalbox-e2e-{name}-{}-{}",
-                std::process::id(),
-                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            ),
-            session: "cockpit".into(),
-            pid: None,
-        };
-        let out = t.cmd(&[
-            "new-session",
-            "-d",
-            "-s",
-            &t.session.clone(),
-            "-x",
-            "80",
-            "-y",
-            "24",
-            cmdline,
-        ]);
-        assert!(out.status.success(), "tmux new-session: {out:?}");
-        // Keep the pane after the program exits, to read its exit status.
-        t.cmd(&[
-            "set-option",
-            "-t",
-            &t.session.clone(),
-            "remain-on-exit",
-            "on",
-        ]);
-        t.pid = t.display("#{pane_pid}").trim().parse().ok();
-        t
-    }
-
-    fn display(&self, format: &str) -> String {
-        String::from_utf8_lossy(
-            &self
-                .cmd(&["display-message", "-p", "-t", &self.session, format])
-                .stdout,
-        )
-        .into_owned()
-    }
-
-    fn screen(&self) -> String {
-        String::from_utf8_lossy(
-            &self
-                .cmd(&["capture-pane", "-p", "-t", &self.session])
-                .stdout,
-        )
-        .into_owned()
-    }
-
-    /// Sends keys literally (`-l`), so `+` or `q` are never read as tmux key names.
-    fn type_keys(&self, keys: &str) {
-        self.cmd(&["send-keys", "-t", &self.session, "-l", keys]);
-    }
-
-    fn key(&self, name: &str) {
-        self.cmd(&["send-keys", "-t", &self.session, name]);
-    }
-
-    /// Waits until the screen shows every one of `want`; fails with the last screen.
-    fn wait_for(&self, want: &[&str], secs: u64) -> String {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let s = self.screen();
-            if want.iter().all(|w| s.contains(w)) {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {secs}s waiting for {want:?}; the screen:\n{s}"
-            );
-            std::thread::sleep(Duration::from_millis(150));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        if let Some(pid) = self.pid {
-            // The pane's shell leads a process group holding the sandbox: ask, then insist.
-            let group = format!("-{pid}");
-            let kill = |sig: &str| {
-                let _ = Command::new("kill")
-                    .args([sig, "--", &group])
-                    .stderr(std::process::Stdio::null())
-                    .status();
-            };
-            kill("-TERM");
-            std::thread::sleep(Duration::from_millis(300));
-            kill("-KILL");
-        }
-        let _ = self.cmd(&["kill-server"]);
-    }
-}
 
 fn free_base() -> u16 {
     free_base_of(&BASES)
@@ -192,17 +77,10 @@ fn get_json(url: &str) -> serde_json::Value {
     })
 }
 
-fn tmux_available() -> bool {
-    Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[test]
 fn the_cockpit_in_tmux_steps_a_canary_flips_prod_rolls_back_injects_a_fault_and_quits() {
     assert!(
-        tmux_available(),
+        tmux::available(),
         "this test drives the real binary in tmux: install tmux (apt-get install tmux)"
     );
     let base = free_base();
@@ -210,10 +88,15 @@ fn the_cockpit_in_tmux_steps_a_canary_flips_prod_rolls_back_injects_a_fault_and_
     let state: PathBuf = dir.path().join("state");
     // The shell reports the exit status on the screen once the cockpit is gone, then
     // lingers so the terminal's state can be read from a live pane.
-    let tmux = Tmux::start(&format!(
-        "{BIN} sandbox --port-base {base} --rps 5 --state-dir {}; echo EXIT=$?; sleep 30",
-        state.display()
-    ));
+    let tmux = Tmux::start(
+        "e2e-cockpit",
+        &format!(
+            "{BIN} sandbox --port-base {base} --rps 5 --state-dir {}; echo EXIT=$?; sleep 30",
+            state.display()
+        ),
+        80,
+        24,
+    );
     let admin = |i: u16| format!("http://127.0.0.1:{}", base + 100 * i + 1);
     let token = |env: &str| state.join(env).join("admin-token");
 
@@ -303,7 +186,7 @@ const WALK_BASES: [u16; 3] = [27000, 27300, 27600];
 #[test]
 fn walk_on_a_terminal_runs_in_the_cockpit_confirm_continue_release_quit() {
     assert!(
-        tmux_available(),
+        tmux::available(),
         "this test drives the real binary in tmux: install tmux (apt-get install tmux)"
     );
     let base = free_base_of(&WALK_BASES);
@@ -348,12 +231,14 @@ fn walk_on_a_terminal_runs_in_the_cockpit_confirm_continue_release_quit() {
 
     let runbook =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/runbooks/approved-flip.yaml");
-    let tmux = Tmux::start_named(
-        "walk",
+    let tmux = Tmux::start(
+        "e2e-walk",
         &format!(
             "{BIN} walk {} --config {config} --actor alice@tmux; echo EXIT=$?; sleep 30",
             runbook.display()
         ),
+        80,
+        24,
     );
     // The walkthrough view, and stage's confirmation of the flip (before → after).
     let s = tmux.wait_for(
@@ -401,12 +286,14 @@ fn walk_on_a_terminal_runs_in_the_cockpit_confirm_continue_release_quit() {
         "name: users back to green\nenv: stage\nroute: users\nrollback: { flip: users-blue }\nsteps:\n  - flip: { to: users-green }\n  - pause: { message: keep green? }\n",
     )
     .expect("runbook");
-    let tmux = Tmux::start_named(
-        "abort",
+    let tmux = Tmux::start(
+        "e2e-abort",
         &format!(
             "{BIN} walk {} --config {config} --yes; echo EXIT=$?; sleep 30",
             back.display()
         ),
+        80,
+        24,
     );
     tmux.wait_for(&["‖ paused: keep green?"], 20);
     assert_eq!(
@@ -435,7 +322,7 @@ fn walk_on_a_terminal_runs_in_the_cockpit_confirm_continue_release_quit() {
 /// its input thread would burn a core forever on the bastion host.
 #[test]
 fn the_cockpit_exits_when_its_terminal_goes_away() {
-    assert!(tmux_available(), "install tmux (apt-get install tmux)");
+    assert!(tmux::available(), "install tmux (apt-get install tmux)");
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("signalbox.toml");
     // Nothing listens there: the cockpit shows the environment as unreachable.
@@ -447,9 +334,14 @@ fn the_cockpit_exits_when_its_terminal_goes_away() {
         format!("[[environments]]\nname = \"edge\"\nadmin_url = \"http://{admin}\"\n"),
     )
     .expect("config");
-    let mut tmux = Tmux::start_named("gone", &format!("exec {BIN} --config {}", config.display()));
+    let mut tmux = Tmux::start(
+        "e2e-gone",
+        &format!("exec {BIN} --config {}", config.display()),
+        80,
+        24,
+    );
     tmux.wait_for(&["edge"], 20);
-    let pid = tmux.pid.take().expect("the pane's pid");
+    let pid = tmux.take_pid().expect("the pane's pid");
     // Quit and lose the terminal at once: the input reader is still polling the tty
     // when it dies (the race that left cockpits spinning after a dropped session).
     tmux.type_keys("q");

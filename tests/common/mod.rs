@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -268,4 +268,27 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Waits until a metrics feed satisfies `ok`; returns how long that took, or panics with
+/// the last feed.
+pub async fn wait_feed(
+    rx: &mut tokio::sync::watch::Receiver<signalbox::domain::metrics::MetricsFeed>,
+    within: Duration,
+    what: &str,
+    ok: impl Fn(&signalbox::domain::metrics::MetricsFeed) -> bool,
+) -> Duration {
+    let t = Instant::now();
+    loop {
+        if ok(&rx.borrow_and_update()) {
+            return t.elapsed();
+        }
+        let left = within.saturating_sub(t.elapsed());
+        assert!(
+            !left.is_zero(),
+            "{what}: not within {within:?}; last feed: {}",
+            serde_json::to_string(&*rx.borrow()).unwrap()
+        );
+        let _ = tokio::time::timeout(left, rx.changed()).await;
+    }
 }

@@ -99,6 +99,12 @@ impl Tmux {
         }
     }
 
+    /// The pane's process, which drop will then no longer kill: for a test that watches
+    /// it go away by itself.
+    pub fn take_pid(&mut self) -> Option<u32> {
+        self.pid.take()
+    }
+
     pub fn wait_for(&self, want: &[&str], secs: u64) -> String {
         self.wait_screen(want, &[], secs)
     }
