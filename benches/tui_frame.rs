@@ -150,7 +150,7 @@ fn app(services: usize, routes: usize) -> App {
             },
         );
         let mut feed = MetricsFeed::new("prod", "scrape");
-        feed.latest = Some(sample(now, services, routes));
+        feed.latest = Some(std::sync::Arc::new(sample(now, services, routes)));
         update(
             &mut app,
             Event::Metrics {

@@ -219,7 +219,7 @@ async fn next_sample(
                 && s.sampled_at > after
                 && ok(s)
             {
-                return s.clone();
+                return MetricsSample::clone(s);
             }
         }
         let left = deadline.saturating_duration_since(Instant::now());

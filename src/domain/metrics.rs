@@ -1,7 +1,9 @@
 //! Live traffic numbers for one environment, as the panels, `signalbox ctl status` and
 //! runbook gates read them. Pure data: the `metrics` module fills it in.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -118,7 +120,7 @@ impl Signals {
 }
 
 /// One point of a sparkline; `None` where the signal had no value at that time.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HistoryPoint {
     pub at: DateTime<Utc>,
     pub request_rate: Option<f64>,
@@ -129,22 +131,95 @@ pub struct HistoryPoint {
     pub latency_p99: Option<f64>,
 }
 
-/// The most recent points, oldest first, at most `capacity` of them.
-///
-/// Every sample carries a copy of each history, so copies must be cheap: older points sit
-/// in a shared, immutable block and only the few newest are copied. Serialises as
-/// `{"points": [...]}`.
-#[derive(Clone, Debug)]
-pub struct History {
-    capacity: usize,
-    /// Older points, shared between copies; may hold up to `TAIL` more than fit.
-    shared: Arc<Vec<HistoryPoint>>,
-    /// The newest points, fewer than `TAIL`.
-    tail: Vec<HistoryPoint>,
+/// A [`HistoryPoint`] as stored: the six values side by side with a bit per value that
+/// is present, 64 bytes instead of 112. Exact: every `Option<f64>` comes back as it went in.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Packed {
+    values: [f64; 6],
+    at: DateTime<Utc>,
+    present: u8,
 }
 
-/// Points gathered before they move into a new shared block.
-const TAIL: usize = 8;
+impl From<&HistoryPoint> for Packed {
+    fn from(p: &HistoryPoint) -> Self {
+        let all = [
+            p.request_rate,
+            p.error_ratio_5xx,
+            p.error_ratio_4xx,
+            p.latency_p50,
+            p.latency_p95,
+            p.latency_p99,
+        ];
+        let mut values = [0.0; 6];
+        let mut present = 0;
+        for (i, v) in all.into_iter().enumerate() {
+            if let Some(v) = v {
+                values[i] = v;
+                present |= 1 << i;
+            }
+        }
+        Packed {
+            values,
+            at: p.at,
+            present,
+        }
+    }
+}
+
+impl Packed {
+    fn point(&self) -> HistoryPoint {
+        let v = |i: usize| (self.present & (1 << i) != 0).then_some(self.values[i]);
+        HistoryPoint {
+            at: self.at,
+            request_rate: v(0),
+            error_ratio_5xx: v(1),
+            error_ratio_4xx: v(2),
+            latency_p50: v(3),
+            latency_p95: v(4),
+            latency_p99: v(5),
+        }
+    }
+}
+
+/// Points per shared chunk of a [`History`].
+const CHUNK: usize = 8;
+
+/// A run of up to `CHUNK` points, filled in order and never changed once set. Copies of a
+/// history share chunks; each copy knows how many points it has, so a point appended
+/// through one copy is invisible to older copies.
+#[derive(Default)]
+struct Chunk([OnceLock<Packed>; CHUNK]);
+
+impl Chunk {
+    /// A new chunk holding `points`, at most `CHUNK` of them.
+    fn of(points: impl IntoIterator<Item = Packed>) -> Arc<Chunk> {
+        let c = Chunk::default();
+        for (slot, p) in c.0.iter().zip(points) {
+            let _ = slot.set(p);
+        }
+        Arc::new(c)
+    }
+
+    fn get(&self, i: usize) -> Option<&Packed> {
+        self.0.get(i).and_then(OnceLock::get)
+    }
+}
+
+/// The most recent points, oldest first, at most `capacity` of them.
+///
+/// Every sample carries a copy of each history (the poller keeps one to append to), so a
+/// copy must be cheap and must not duplicate points: the points live in shared,
+/// append-only chunks, and a copy is a list of chunk handles plus where its window starts
+/// and ends. Each point is stored once however many copies exist. Serialises as
+/// `{"points": [...]}`.
+#[derive(Clone)]
+pub struct History {
+    capacity: usize,
+    chunks: VecDeque<Arc<Chunk>>,
+    /// Index in `chunks[0]` of the oldest point.
+    start: usize,
+    len: usize,
+}
 
 impl Default for History {
     fn default() -> Self {
@@ -155,6 +230,15 @@ impl Default for History {
 impl PartialEq for History {
     fn eq(&self, other: &Self) -> bool {
         self.len() == other.len() && self.points().eq(other.points())
+    }
+}
+
+impl fmt::Debug for History {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("History")
+            .field("capacity", &self.capacity)
+            .field("points", &self.points().collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -192,54 +276,87 @@ impl History {
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
-            shared: Arc::new(Vec::new()),
-            tail: Vec::with_capacity(TAIL),
+            chunks: VecDeque::new(),
+            start: 0,
+            len: 0,
         }
+    }
+
+    /// Where the slot after the newest point is: (chunk, index in it).
+    fn end(&self) -> (usize, usize) {
+        let n = self.start + self.len;
+        (n / CHUNK, n % CHUNK)
+    }
+
+    fn packed(&self) -> impl Iterator<Item = &Packed> {
+        (self.start..self.start + self.len)
+            .filter_map(|n| self.chunks.get(n / CHUNK)?.get(n % CHUNK))
     }
 
     /// Appends a point, dropping the oldest when full. A point not newer than the last
     /// one replaces it, so a backfilled history and live samples never overlap.
     pub fn push(&mut self, p: HistoryPoint) {
-        if let Some(last) = self.tail.last_mut() {
-            if p.at <= last.at {
-                *last = p;
-                return;
-            }
-        } else if self.shared.last().is_some_and(|last| p.at <= last.at) {
-            if let Some(last) = Arc::make_mut(&mut self.shared).last_mut() {
-                *last = p;
-            }
+        let packed = Packed::from(&p);
+        if let Some(last) = self.packed().last()
+            && p.at <= last.at
+        {
+            self.replace_last(packed);
             return;
         }
-        self.tail.push(p);
-        if self.tail.len() == TAIL {
-            let keep = self.capacity.saturating_sub(TAIL);
-            let skip = self.shared.len().saturating_sub(keep);
-            let mut block = Vec::with_capacity(self.capacity.max(TAIL));
-            block.extend_from_slice(&self.shared[skip..]);
-            block.append(&mut self.tail);
-            self.shared = Arc::new(block);
+        let (c, i) = self.end();
+        let appended = match self.chunks.get(c) {
+            // A slot already set was filled through another copy: this copy diverges
+            // and takes its own chunk with its own points.
+            Some(chunk) => chunk.0[i].set(packed).is_ok(),
+            None => {
+                self.chunks.push_back(Chunk::of([packed]));
+                true
+            }
+        };
+        if !appended {
+            let own = self.chunks[c].0[..i]
+                .iter()
+                .filter_map(OnceLock::get)
+                .copied();
+            self.chunks[c] = Chunk::of(own.chain([packed]));
         }
+        self.len += 1;
+        if self.len > self.capacity {
+            self.len -= 1;
+            self.start += 1;
+            if self.start == CHUNK {
+                self.start = 0;
+                self.chunks.pop_front();
+            }
+        }
+    }
+
+    /// Replaces the newest point without touching other copies: the chunk holding it is
+    /// copied up to it. Points of the first chunk that left the window are copied too, so
+    /// every point keeps its place.
+    fn replace_last(&mut self, p: Packed) {
+        let (c, i) = match self.end() {
+            (c, 0) => (c - 1, CHUNK - 1),
+            (c, i) => (c, i - 1),
+        };
+        let own = self.chunks[c].0[..i]
+            .iter()
+            .filter_map(OnceLock::get)
+            .copied();
+        self.chunks[c] = Chunk::of(own.chain([p]));
     }
 
     /// The points, oldest first.
-    pub fn points(&self) -> impl Iterator<Item = &HistoryPoint> {
-        self.shared
-            .iter()
-            .chain(self.tail.iter())
-            .skip(self.excess())
-    }
-
-    fn excess(&self) -> usize {
-        (self.shared.len() + self.tail.len()).saturating_sub(self.capacity)
+    pub fn points(&self) -> impl Iterator<Item = HistoryPoint> + '_ {
+        self.packed().map(Packed::point)
     }
 
     pub fn len(&self) -> usize {
-        self.shared.len() + self.tail.len() - self.excess()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len == 0
     }
 
     pub fn capacity(&self) -> usize {
@@ -248,7 +365,7 @@ impl History {
 
     /// One signal over time, for a sparkline: e.g. `h.series(|p| p.latency_p95)`.
     pub fn series(&self, f: impl Fn(&HistoryPoint) -> Option<f64>) -> Vec<Option<f64>> {
-        self.points().map(f).collect()
+        self.points().map(|p| f(&p)).collect()
     }
 }
 
@@ -422,12 +539,38 @@ pub struct FeedError {
 /// What a metrics poller publishes: the last good sample and, if the latest refresh
 /// failed, why. A failed refresh keeps the old sample, so panels show stale data marked
 /// as such rather than nothing.
+///
+/// The sample is shared: the poller's channel and every reader hold the same one, so
+/// handing a feed on copies a pointer, not thousands of routes' numbers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MetricsFeed {
     pub environment: String,
     pub source: String,
-    pub latest: Option<MetricsSample>,
+    #[serde(default, with = "shared_sample")]
+    pub latest: Option<Arc<MetricsSample>>,
     pub error: Option<FeedError>,
+}
+
+/// Serde for the shared sample, as the sample itself (serde's `rc` feature is off).
+mod shared_sample {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::MetricsSample;
+
+    pub fn serialize<S: Serializer>(
+        v: &Option<Arc<MetricsSample>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        v.as_deref().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Arc<MetricsSample>>, D::Error> {
+        Ok(Option::<MetricsSample>::deserialize(d)?.map(Arc::new))
+    }
 }
 
 impl MetricsFeed {
@@ -493,6 +636,121 @@ mod tests {
         h.push(point(7, 2.0));
         assert_eq!(h.series(|p| p.request_rate).last(), Some(&Some(2.0)));
         assert_eq!(copy.series(|p| p.request_rate).last(), Some(&Some(1.0)));
+    }
+
+    /// The same history kept as a plain list: what `History` must behave like.
+    #[derive(Clone)]
+    struct Model(Vec<HistoryPoint>, usize);
+
+    impl Model {
+        fn push(&mut self, p: HistoryPoint) {
+            match self.0.last_mut() {
+                Some(last) if p.at <= last.at => *last = p,
+                _ => self.0.push(p),
+            }
+            if self.0.len() > self.1 {
+                self.0.remove(0);
+            }
+        }
+    }
+
+    #[test]
+    fn history_matches_a_plain_list_through_copies_replacements_and_diverging_pushes() {
+        // A small linear congruential generator: deterministic, no dependency.
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) % n
+        };
+        for capacity in [1, 2, 7, 8, 9, 16, 60] {
+            let mut copies = vec![(
+                History::with_capacity(capacity),
+                Model(Vec::new(), capacity),
+            )];
+            for step in 0..400 {
+                let k = next(copies.len() as u64) as usize;
+                match next(10) {
+                    // Keep a copy, as every sample does.
+                    0 => {
+                        let c = copies[k].clone();
+                        copies.push(c);
+                        if copies.len() > 6 {
+                            copies.remove(0);
+                        }
+                    }
+                    // A point not newer than the last: replaces it.
+                    1 => {
+                        let (h, m) = &mut copies[k];
+                        let at = m.0.last().map_or(0, |p| p.at.timestamp() - next(2) as i64);
+                        let p = point(at, step as f64);
+                        h.push(p);
+                        m.push(p);
+                    }
+                    _ => {
+                        let (h, m) = &mut copies[k];
+                        let at = m.0.last().map_or(0, |p| p.at.timestamp()) + 1;
+                        let mut p = point(at, step as f64);
+                        p.latency_p99 = (step % 3 != 0).then_some(-(step as f64));
+                        h.push(p);
+                        m.push(p);
+                    }
+                }
+                for (h, m) in &copies {
+                    assert_eq!(
+                        h.points().collect::<Vec<_>>(),
+                        m.0,
+                        "capacity {capacity}, step {step}"
+                    );
+                    assert_eq!(h.len(), m.0.len());
+                    assert!(h.len() <= capacity);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn history_copies_store_each_point_once() {
+        // As the poller does: push to one history, keep a copy per sample.
+        let mut h = History::with_capacity(60);
+        let mut samples = Vec::new();
+        for i in 0..200 {
+            h.push(point(i, i as f64));
+            samples.push(h.clone());
+        }
+        let mut chunks: Vec<*const Chunk> = samples
+            .iter()
+            .flat_map(|s| s.chunks.iter().map(Arc::as_ptr))
+            .collect();
+        chunks.sort();
+        chunks.dedup();
+        // 200 points in chunks of 8: 25 chunks, each shared by every copy that shows it.
+        assert_eq!(chunks.len(), 200usize.div_ceil(CHUNK));
+        // A copy holds only handles: at most one per chunk its 60 points span.
+        assert!(samples.iter().all(|s| s.chunks.len() <= 60 / CHUNK + 2));
+        assert_eq!(
+            samples[150].series(|p| p.request_rate),
+            (91..151).map(|i| Some(i as f64)).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn history_points_round_trip_exactly() {
+        let at = DateTime::from_timestamp(1_700_000_000, 123_456_789).unwrap();
+        let p = HistoryPoint {
+            at,
+            request_rate: Some(0.0),
+            error_ratio_5xx: None,
+            error_ratio_4xx: Some(-0.0),
+            latency_p50: Some(f64::MAX),
+            latency_p95: None,
+            latency_p99: Some(1e-300),
+        };
+        let mut h = History::with_capacity(2);
+        h.push(p);
+        let back = h.points().next().unwrap();
+        assert_eq!(back, p);
+        assert!(back.error_ratio_4xx.unwrap().is_sign_negative());
+        assert_eq!(std::mem::size_of::<Packed>(), 64);
     }
 
     #[test]

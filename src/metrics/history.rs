@@ -33,7 +33,8 @@ impl Histories {
         }
     }
 
-    /// Appends a point and returns a copy of the history for the sample.
+    /// Appends a point and returns a copy of the history for the sample: a handle to the
+    /// same points, which stay stored once (see [`History`]).
     pub fn push(&mut self, key: HistKey, p: HistoryPoint) -> History {
         let (touched, h) = self
             .map

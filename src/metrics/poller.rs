@@ -42,7 +42,7 @@ impl MetricsPoller {
                 match outcome {
                     Ok(Ok(sample)) => {
                         tx.send_modify(|f| {
-                            f.latest = Some(sample);
+                            f.latest = Some(Arc::new(sample));
                             f.error = None;
                         });
                     }

@@ -252,13 +252,13 @@ fn feed_lines<'a>(
         Some(r) => (
             format!("live: {}", r.route),
             &r.signals,
-            r.history.points().cloned().collect::<Vec<_>>(),
+            r.history.points().collect::<Vec<_>>(),
             Some(r),
         ),
         None => (
             "live: all routes".to_string(),
             &sample.overall,
-            sample.overall_history.points().cloned().collect(),
+            sample.overall_history.points().collect(),
             None,
         ),
     };

@@ -360,7 +360,7 @@ mod live_and_views {
 
     fn feed(sample: Option<MetricsSample>, error: Option<&str>) -> MetricsFeed {
         let mut f = MetricsFeed::new("prod", "scrape http://127.0.0.1:94/metrics");
-        f.latest = sample;
+        f.latest = sample.map(std::sync::Arc::new);
         f.error = error.map(|m| FeedError {
             message: m.into(),
             failed_at: t0(),
