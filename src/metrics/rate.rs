@@ -69,6 +69,11 @@ impl<T> Window<T> {
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.intervals.iter().map(|i| &i.data)
     }
+
+    /// The newest interval's data.
+    pub fn last(&self) -> Option<&T> {
+        self.intervals.back().map(|i| &i.data)
+    }
 }
 
 impl<T: Default + for<'a> AddAssign<&'a T>> Window<T> {

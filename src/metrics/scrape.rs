@@ -15,7 +15,9 @@ use crate::domain::metrics::{
 use crate::gateway::config::SecretRef;
 use crate::gateway::config::units::Dur;
 
-use super::aggregate::{Context, Increments, Pair, Reading, Traffic, increments, signals};
+use super::aggregate::{
+    Context, Increments, PackedIncrements, Pair, Reading, Traffic, increments, signals,
+};
 use super::compare::{CanaryRoles, CompareConfig, Side, compare};
 use super::history::{HistKey, Histories};
 use super::rate::Window;
@@ -91,7 +93,7 @@ pub struct ScrapeTime {
 pub struct ScrapeState {
     environment: String,
     source: String,
-    window: Window<Increments>,
+    window: Window<PackedIncrements>,
     prev: Option<(Duration, Reading)>,
     histories: Histories,
     compare: CompareConfig,
@@ -136,8 +138,8 @@ impl ScrapeState {
     ) -> MetricsSample {
         if let Some((prev_at, prev)) = &self.prev {
             if at.mono > *prev_at {
-                self.window
-                    .push(*prev_at, at.mono, increments(prev, &reading));
+                let inc = PackedIncrements::pack(increments(prev, &reading), self.window.last());
+                self.window.push(*prev_at, at.mono, inc);
             } else {
                 // Time went backwards (a restarted source clock): start over.
                 self.window.clear();
@@ -155,7 +157,7 @@ impl ScrapeState {
         } else {
             0.0
         };
-        let total = self.window.total();
+        let total = PackedIncrements::sum(self.window.iter());
         let ctx = Context {
             window_secs: secs,
             has_requests: reading.has_requests,
