@@ -17,6 +17,10 @@ Measures, on the real binary:
     so 0-1,000 ms of waiting is part of it), reading and parsing 500 routes, drawing,
     and tmux. The minimum is the floor of the pipeline without the poll wait.
 
+SETTLE=SECONDS (default 5) waits that long after the first data frame before measuring RSS
+and CPU; the sparkline histories fill up after 60 scrapes (2 minutes), so SETTLE=130 gives
+the steady state.
+
 Ports used: PORT_BASE .. PORT_BASE+5 (default 25500). Everything it starts is killed by PID
 on the way out, also on failure.
 """
@@ -129,7 +133,9 @@ try:
     cockpit_pid = int(tmux("display-message", "-p", "-t", "scale", "#{pane_pid}").stdout.strip())
     _, t_first = wait_screen(lambda s: "signalbox " in s, 10)
     _, t_data = wait_screen(lambda s: "connected" in s and "route-000" in s, 30)
-    time.sleep(5)  # every environment polled a few times, metrics scraped
+    # Every environment polled a few times, metrics scraped; SETTLE=130 waits until the
+    # 60-point sparkline histories are full (one point per 2 s scrape).
+    time.sleep(float(os.environ.get("SETTLE", "5")))
 
     def cpu():
         f = open(f"/proc/{cockpit_pid}/stat").read().rsplit(")", 1)[1].split()

@@ -229,7 +229,10 @@ pub(crate) async fn read_body(
             message: format!("body larger than {} MiB", limit >> 20),
         });
     }
-    let mut buf = Vec::new();
+    // Sized once when the length is announced (checked against `limit` above): a growing
+    // buffer would briefly hold twice a multi-megabyte exposition on every scrape.
+    let announced = resp.content_length().map_or(0, |n| n as usize);
+    let mut buf = Vec::with_capacity(announced);
     while let Some(chunk) = resp
         .chunk()
         .await
