@@ -114,6 +114,15 @@ impl MetricsSource {
         }
     }
 
+    /// Keeps (the default) or leaves out per-upstream sparkline histories; a reader that
+    /// draws only route and environment sparklines saves most of the history memory.
+    pub fn keep_upstream_histories(&mut self, keep: bool) {
+        match self {
+            MetricsSource::Scrape(s) => s.keep_upstream_histories(keep),
+            MetricsSource::PromQl(s) => s.keep_upstream_histories(keep),
+        }
+    }
+
     /// How often the poller should sample.
     pub fn interval(&self) -> Duration {
         match self {

@@ -697,6 +697,11 @@ impl PromQlSource {
         })
     }
 
+    /// See [`Histories::keep_upstreams`].
+    pub fn keep_upstream_histories(&mut self, keep: bool) {
+        self.histories.keep_upstreams(keep);
+    }
+
     pub fn interval(&self) -> Duration {
         self.config.interval.0
     }

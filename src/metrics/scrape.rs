@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::Secret;
 use crate::domain::metrics::{
-    Comparison, FlagEvaluationRate, GatewayStatus, MetricsSample, NamedRate, RoleSource,
+    Comparison, FlagEvaluationRate, GatewayStatus, History, MetricsSample, NamedRate, RoleSource,
     RouteMetrics, Signal, UpstreamMetrics, Verdict,
 };
 use crate::gateway::config::SecretRef;
@@ -186,13 +186,18 @@ impl ScrapeState {
             for (upstream, t) in ups {
                 route_total += t;
                 let s = signals(t, &ctx);
-                let key = HistKey::Upstream(Pair {
-                    route: route.to_string(),
-                    upstream: upstream.to_string(),
-                });
+                let history = if self.histories.keeps_upstreams() {
+                    let key = HistKey::Upstream(Pair {
+                        route: route.to_string(),
+                        upstream: upstream.to_string(),
+                    });
+                    self.histories.push(key, s.point(at.wall))
+                } else {
+                    History::with_capacity(0)
+                };
                 upstreams.push(UpstreamMetrics {
                     upstream: upstream.to_string(),
-                    history: self.histories.push(key, s.point(at.wall)),
+                    history,
                     signals: s,
                 });
             }
@@ -432,6 +437,11 @@ impl ScrapeSource {
                 url: self.shown_url.clone(),
                 source,
             })
+    }
+
+    /// See [`Histories::keep_upstreams`].
+    pub fn keep_upstream_histories(&mut self, keep: bool) {
+        self.state.histories.keep_upstreams(keep);
     }
 
     pub fn interval(&self) -> Duration {

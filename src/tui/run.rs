@@ -461,7 +461,11 @@ fn spawn_metrics(
     tx: mpsc::Sender<Msg>,
 ) -> (Option<MetricsPoller>, Option<JoinHandle<()>>) {
     let source = match MetricsSource::from_config(&def.name, &def.metrics_source()) {
-        Ok(s) => s,
+        Ok(mut s) => {
+            // The live panel draws route and environment sparklines, never an upstream's.
+            s.keep_upstream_histories(false);
+            s
+        }
         Err(e) => {
             let mut feed = MetricsFeed::new(def.name.clone(), "metrics");
             feed.error = Some(FeedError {
