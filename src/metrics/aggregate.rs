@@ -168,8 +168,8 @@ impl Reading {
             let class = s.labels.get("status_class");
             let method = s.labels.get("method");
             let series = RequestSeries {
-                method: intern(&mut r.methods, &[], method, s)?,
-                class: intern(&mut r.other_classes, &CLASSES, class, s)?,
+                method: intern(&mut r.methods, &[], &method, s)?,
+                class: intern(&mut r.other_classes, &CLASSES, &class, s)?,
                 value,
             };
             let slot = &mut r.slot(&mut last, s).requests;
@@ -192,7 +192,7 @@ impl Reading {
                     "histogram bucket without `le` label".into(),
                 ));
             }
-            let le = parse_float(s.labels.get("le"))
+            let le = parse_float(&s.labels.get("le"))
                 .filter(|le| !le.is_nan())
                 .ok_or_else(|| {
                     bad(
@@ -216,7 +216,7 @@ impl Reading {
             let v = counter_value(s, RATE_LIMITED)?;
             insert_unique(
                 &mut r.rate_limited,
-                s.labels.get("route").to_owned(),
+                s.labels.get("route").into_owned(),
                 v,
                 s,
                 RATE_LIMITED,
@@ -225,16 +225,16 @@ impl Reading {
         for s in exp.samples(FLAG_EVALUATIONS) {
             let v = counter_value(s, FLAG_EVALUATIONS)?;
             let key = (
-                s.labels.get("flag").to_owned(),
-                s.labels.get("variant").to_owned(),
+                s.labels.get("flag").into_owned(),
+                s.labels.get("variant").into_owned(),
             );
             insert_unique(&mut r.flags, key, v, s, FLAG_EVALUATIONS)?;
         }
         for s in exp.samples(UPSTREAM_HEALTHY) {
             if s.value.is_finite() {
                 r.targets.push(TargetHealth {
-                    upstream: s.labels.get("upstream").to_owned(),
-                    target: s.labels.get("target").to_owned(),
+                    upstream: s.labels.get("upstream").into_owned(),
+                    target: s.labels.get("target").into_owned(),
                     healthy: s.value >= 0.5,
                 });
             } else {
@@ -272,8 +272,8 @@ impl Reading {
             .is_some_and(|(p, _)| p.route == route && p.upstream == upstream);
         if !hit {
             let key = Pair {
-                route: route.to_owned(),
-                upstream: upstream.to_owned(),
+                route: route.into_owned(),
+                upstream: upstream.into_owned(),
             };
             *last = match self.index.get(&key) {
                 Some(&i) => i,
@@ -452,15 +452,20 @@ impl Layout {
 /// Numbers per pair before its bucket counts: requests and the five classes.
 const FIXED: usize = 6;
 
-/// [`Increments`] as a window keeps them, a dozen or more at once: every pair's numbers
-/// in one flat array, laid out by a [`Layout`] shared with the neighbouring intervals.
-/// With 1,000 pairs this is about a third of `Increments` (no per-pair keys, no
-/// per-pair bucket vectors). [`PackedIncrements::sum`] gives exactly what adding up the
-/// unpacked `Increments` gives.
+/// [`Increments`] as a window keeps them, a dozen or more at once: the numbers of every
+/// pair that counted anything in one flat array, laid out by a [`Layout`] shared with the
+/// neighbouring intervals. A pair whose numbers are all zero (most of them, in a
+/// two-second interval of a gateway with hundreds of routes) takes one bit. With 1,000
+/// busy pairs this is about a third of `Increments` (no per-pair keys or bucket vectors);
+/// with idle ones, next to nothing. [`PackedIncrements::sum`] gives exactly what adding
+/// up the unpacked `Increments` gives.
 #[derive(Clone, Debug)]
 pub struct PackedIncrements {
     layout: Arc<Layout>,
-    /// Per pair in layout order: requests, the five classes, then each bucket's count.
+    /// Bit `i` is set when pair `i` has numbers in `values`; the others are all `+0.0`.
+    counted: Box<[u64]>,
+    /// Per counted pair in layout order: requests, the five classes, then each bucket's
+    /// count.
     values: Box<[f64]>,
     rate_limited: HashMap<String, f64>,
     flags: HashMap<(String, String), f64>,
@@ -473,24 +478,74 @@ impl PackedIncrements {
             Some(l) if l.layout.fits(&inc) => l.layout.clone(),
             _ => Arc::new(Layout::of(&inc)),
         };
-        let mut values = Vec::with_capacity(inc.pairs.len() * FIXED + layout.les.len());
-        for (_, t) in &inc.pairs {
+        let mut counted = vec![0u64; inc.pairs.len().div_ceil(64)];
+        let mut values = Vec::new();
+        for (i, (_, t)) in inc.pairs.iter().enumerate() {
+            // Bits, not `== 0.0`: a `-0.0` must come back as it went in.
+            let zero = |v: f64| v.to_bits() == 0;
+            if zero(t.requests)
+                && t.classes.iter().all(|&c| zero(c))
+                && t.buckets.iter().all(|b| zero(b.1))
+            {
+                continue;
+            }
+            counted[i / 64] |= 1 << (i % 64);
             values.push(t.requests);
             values.extend_from_slice(&t.classes);
             values.extend(t.buckets.iter().map(|b| b.1));
         }
         PackedIncrements {
             layout,
+            counted: counted.into_boxed_slice(),
             values: values.into_boxed_slice(),
             rate_limited: inc.rate_limited,
             flags: inc.flags,
         }
     }
 
+    /// Adds this interval's numbers, zeros included, to `acc`, a dense array over the
+    /// same layout.
+    fn add_to(&self, acc: &mut [f64]) {
+        let (mut at, mut from, mut start) = (0, 0, 0);
+        for (i, &end) in self.layout.ends.iter().enumerate() {
+            let n = FIXED + end - start;
+            let dst = &mut acc[at..at + n];
+            if self.counted[i / 64] & (1 << (i % 64)) != 0 {
+                for (a, b) in dst.iter_mut().zip(&self.values[from..from + n]) {
+                    *a += b;
+                }
+                from += n;
+            } else {
+                // As the unpacked sum would: `-0.0 + 0.0` is `+0.0`.
+                for a in dst {
+                    *a += 0.0;
+                }
+            }
+            at += n;
+            start = end;
+        }
+    }
+
+    /// This interval's numbers as a dense array over its layout.
+    fn dense(&self) -> Vec<f64> {
+        let mut v = vec![0.0; self.layout.pairs.len() * FIXED + self.layout.les.len()];
+        let (mut at, mut from, mut start) = (0, 0, 0);
+        for (i, &end) in self.layout.ends.iter().enumerate() {
+            let n = FIXED + end - start;
+            if self.counted[i / 64] & (1 << (i % 64)) != 0 {
+                v[at..at + n].copy_from_slice(&self.values[from..from + n]);
+                from += n;
+            }
+            at += n;
+            start = end;
+        }
+        v
+    }
+
     /// The `Increments` this was packed from.
     pub fn unpack(&self) -> Increments {
         Increments {
-            pairs: unpack_pairs(&self.layout, &self.values),
+            pairs: unpack_pairs(&self.layout, &self.dense()),
             rate_limited: self.rate_limited.clone(),
             flags: self.flags.clone(),
         }
@@ -513,11 +568,9 @@ impl PackedIncrements {
             }
             return total;
         }
-        let mut values = first.values.to_vec();
+        let mut values = first.dense();
         for i in &intervals[1..] {
-            for (a, b) in values.iter_mut().zip(&i.values) {
-                *a += b;
-            }
+            i.add_to(&mut values);
         }
         let mut total = Increments {
             pairs: unpack_pairs(&first.layout, &values),
@@ -1059,5 +1112,58 @@ signalbox_request_duration_seconds_bucket{{route="users",upstream="blue",le="+In
             let got = PackedIncrements::sum(&packed);
             assert!(same(&got, &want), "{got:?}\n{want:?}");
         }
+    }
+
+    #[test]
+    fn pairs_that_counted_nothing_take_no_numbers_and_come_back_as_zeros() {
+        let les = [0.1, 1.0, f64::INFINITY];
+        let mut inc = interval("users", 6.0, &les);
+        inc.pairs[0].1 = Traffic {
+            classes: [0.0; 5],
+            buckets: les.iter().map(|&le| (le, 0.0)).collect(),
+            ..Traffic::default()
+        };
+        let packed = PackedIncrements::pack(inc.clone(), None);
+        assert_eq!(packed.values.len(), FIXED + les.len());
+        assert!(same(&packed.unpack(), &inc));
+        // A negative zero is a number like any other: kept, and summed as unpacked.
+        let mut minus = inc.clone();
+        minus.pairs[0].1.requests = -0.0;
+        let p = PackedIncrements::pack(minus.clone(), Some(&packed));
+        assert_eq!(p.values.len(), 2 * (FIXED + les.len()));
+        let back = p.unpack();
+        assert!(back.pairs[0].1.requests.is_sign_negative());
+        for window in [
+            vec![p.clone()],
+            vec![p.clone(), packed.clone()],
+            vec![packed, p],
+        ] {
+            let mut want = Increments::default();
+            for w in &window {
+                want += &w.unpack();
+            }
+            let got = PackedIncrements::sum(&window);
+            assert!(same(&got, &want));
+            assert_eq!(
+                got.pairs[0].1.requests.to_bits(),
+                want.pairs[0].1.requests.to_bits()
+            );
+        }
+        // An idle window of 1,000 pairs keeps no numbers at all.
+        let idle = Increments {
+            pairs: (0..1000)
+                .map(|i| {
+                    let p = Pair {
+                        route: format!("r{i:04}"),
+                        upstream: "u".into(),
+                    };
+                    (p, Traffic::default())
+                })
+                .collect(),
+            ..Increments::default()
+        };
+        let p = PackedIncrements::pack(idle.clone(), None);
+        assert!(p.values.is_empty() && p.counted.len() == 16);
+        assert!(same(&p.unpack(), &idle));
     }
 }

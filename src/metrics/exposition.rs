@@ -28,32 +28,50 @@ pub enum MetricKind {
     Untyped,
 }
 
-/// A sample's labels in the order written; values unescaped.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Labels<'a>(Vec<(&'a str, Cow<'a, str>)>);
+/// A sample's labels in the order written: the text between the braces, checked when the
+/// line was parsed and read on demand, so that parsing thousands of lines allocates
+/// nothing per line. Values come back unescaped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Labels<'a>(&'a str);
 
 impl<'a> Labels<'a> {
     /// The value of a label; a label that is absent reads as `""`, as in PromQL.
-    pub fn get(&self, name: &str) -> &str {
-        self.0
-            .iter()
+    pub fn get(&self, name: &str) -> Cow<'a, str> {
+        self.iter()
             .find(|(k, _)| *k == name)
-            .map_or("", |(_, v)| v.as_ref())
+            .map_or(Cow::Borrowed(""), |(_, v)| v)
     }
 
     pub fn has(&self, name: &str) -> bool {
-        self.0.iter().any(|(k, _)| *k == name)
+        self.raw().any(|(k, _, _)| k == name)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (*k, v.as_ref()))
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, Cow<'a, str>)> + use<'a> {
+        self.raw().map(|(k, v, escaped)| {
+            (
+                k,
+                if escaped {
+                    unescape(v)
+                } else {
+                    Cow::Borrowed(v)
+                },
+            )
+        })
+    }
+
+    /// `(name, value as written, whether it has escapes)`. The text was checked, so the
+    /// scan cannot fail; it stops at the first thing it does not expect all the same.
+    fn raw(&self) -> impl Iterator<Item = (&'a str, &'a str, bool)> + use<'a> {
+        let s = self.0;
+        let mut i = 0;
+        std::iter::from_fn(move || scan_label(s, &mut i).ok().flatten())
     }
 }
 
 impl fmt::Display for Labels<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("{")?;
-        for (i, (k, v)) in self.0.iter().enumerate() {
+        for (i, (k, v)) in self.iter().enumerate() {
             if i > 0 {
                 f.write_str(",")?;
             }
@@ -61,6 +79,24 @@ impl fmt::Display for Labels<'_> {
         }
         f.write_str("}")
     }
+}
+
+/// A label value without its escapes (`\\`, `\"`, `\n`; checked when parsed).
+fn unescape(raw: &str) -> Cow<'_, str> {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some(other) => out.push(other),
+                None => {}
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// One sample line.
@@ -250,88 +286,88 @@ fn sample_line(line: &str, line_no: u32) -> Result<(&str, Sample<'_>), String> {
 /// Reads `name="value",...}` (the text after `{`) with `\\`, `\"` and `\n` escapes and
 /// an optional trailing comma; returns the labels and the text after `}`.
 fn parse_labels(s: &str) -> Result<(Labels<'_>, &str), String> {
-    let mut pairs: Vec<(&str, Cow<'_, str>)> = Vec::with_capacity(4);
-    let b = s.as_bytes();
     let mut i = 0;
+    loop {
+        let start = i;
+        match scan_label(s, &mut i)? {
+            None => return Ok((Labels(&s[..i]), &s[i..])),
+            Some((name, _, _)) => {
+                if Labels(&s[..start]).raw().any(|(k, _, _)| k == name) {
+                    return Err(format!("label {name} appears twice"));
+                }
+            }
+        }
+    }
+}
+
+/// One label of the text after `{`, from `*i`: `(name, raw value, has escapes)`, or
+/// `None` at the closing `}` (then `*i` is just past it) or at the end of the text of an
+/// already checked label set.
+fn scan_label<'a>(s: &'a str, i: &mut usize) -> Result<Option<(&'a str, &'a str, bool)>, String> {
+    let b = s.as_bytes();
     let skip_ws = |i: &mut usize| {
         while *i < b.len() && (b[*i] == b' ' || b[*i] == b'\t') {
             *i += 1;
         }
     };
-    loop {
-        skip_ws(&mut i);
-        if i == b.len() {
-            return Err("labels are not closed with `}`".into());
-        }
-        if b[i] == b'}' {
-            return Ok((Labels(pairs), &s[i + 1..]));
-        }
-        let start = i;
-        while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
-            i += 1;
-        }
-        let name = &s[start..i];
-        if name.is_empty() || name.as_bytes()[0].is_ascii_digit() {
-            return Err(format!("invalid label name at {:?}", shorten(&s[start..])));
-        }
-        skip_ws(&mut i);
-        if i == b.len() || b[i] != b'=' {
-            return Err(format!("expected `=` after label {name}"));
-        }
-        i += 1;
-        skip_ws(&mut i);
-        if i == b.len() || b[i] != b'"' {
-            return Err(format!("the value of label {name} must be quoted"));
-        }
-        i += 1;
-        let value_start = i;
-        let mut owned: Option<String> = None;
-        let mut seg = i;
-        let value = loop {
-            match b.get(i) {
-                None => return Err(format!("unterminated value of label {name}")),
-                Some(b'"') => {
-                    let v = match owned.take() {
-                        Some(mut o) => {
-                            o.push_str(&s[seg..i]);
-                            Cow::Owned(o)
-                        }
-                        None => Cow::Borrowed(&s[value_start..i]),
-                    };
-                    i += 1;
-                    break v;
-                }
-                Some(b'\\') => {
-                    let o = owned.get_or_insert_with(String::new);
-                    o.push_str(&s[seg..i]);
-                    match b.get(i + 1) {
-                        Some(b'\\') => o.push('\\'),
-                        Some(b'"') => o.push('"'),
-                        Some(b'n') => o.push('\n'),
-                        _ => return Err(format!("invalid escape in the value of label {name}")),
-                    }
-                    i += 2;
-                    seg = i;
-                }
-                Some(_) => i += 1,
+    skip_ws(i);
+    if *i == b.len() {
+        return Err("labels are not closed with `}`".into());
+    }
+    if b[*i] == b'}' {
+        *i += 1;
+        return Ok(None);
+    }
+    let start = *i;
+    while *i < b.len() && (b[*i].is_ascii_alphanumeric() || b[*i] == b'_') {
+        *i += 1;
+    }
+    let name = &s[start..*i];
+    if name.is_empty() || name.as_bytes()[0].is_ascii_digit() {
+        return Err(format!("invalid label name at {:?}", shorten(&s[start..])));
+    }
+    skip_ws(i);
+    if *i == b.len() || b[*i] != b'=' {
+        return Err(format!("expected `=` after label {name}"));
+    }
+    *i += 1;
+    skip_ws(i);
+    if *i == b.len() || b[*i] != b'"' {
+        return Err(format!("the value of label {name} must be quoted"));
+    }
+    *i += 1;
+    let value_start = *i;
+    let mut escaped = false;
+    let value = loop {
+        match b.get(*i) {
+            None => return Err(format!("unterminated value of label {name}")),
+            Some(b'"') => {
+                let v = &s[value_start..*i];
+                *i += 1;
+                break v;
             }
-        };
-        if pairs.iter().any(|(k, _)| *k == name) {
-            return Err(format!("label {name} appears twice"));
-        }
-        pairs.push((name, value));
-        skip_ws(&mut i);
-        match b.get(i) {
-            Some(b',') => i += 1,
-            Some(b'}') => {}
-            None => return Err("labels are not closed with `}`".into()),
-            _ => {
-                return Err(format!(
-                    "expected `,` or `}}` after the value of label {name}"
-                ));
+            Some(b'\\') => {
+                if !matches!(b.get(*i + 1), Some(b'\\' | b'"' | b'n')) {
+                    return Err(format!("invalid escape in the value of label {name}"));
+                }
+                escaped = true;
+                *i += 2;
             }
+            Some(_) => *i += 1,
+        }
+    };
+    skip_ws(i);
+    match b.get(*i) {
+        Some(b',') => *i += 1,
+        Some(b'}') => {}
+        None => return Err("labels are not closed with `}`".into()),
+        _ => {
+            return Err(format!(
+                "expected `,` or `}}` after the value of label {name}"
+            ));
         }
     }
+    Ok(Some((name, value, escaped)))
 }
 
 /// Go's float syntax as Prometheus writes it: `NaN`, `+Inf`, `-Inf`, decimals, exponents.
@@ -454,7 +490,7 @@ signalbox_active_connections 3
         let e = parse("job:requests:rate5m{path=\"/a/{id}\",} 3 1700000000000 # {x=\"1\"} 1\n")
             .unwrap();
         let s = &e.samples("job:requests:rate5m")[0];
-        assert_eq!((s.labels.get("path"), s.value), ("/a/{id}", 3.0));
+        assert_eq!((s.labels.get("path").as_ref(), s.value), ("/a/{id}", 3.0));
     }
 
     #[test]
