@@ -289,7 +289,7 @@ fn parse_labels(s: &str) -> Result<(Labels<'_>, &str), String> {
     let mut i = 0;
     loop {
         let start = i;
-        match scan_label(s, &mut i)? {
+        match scan_label(s, &mut i).map_err(|e| e.message())? {
             None => return Ok((Labels(&s[..i]), &s[i..])),
             Some((name, _, _)) => {
                 if Labels(&s[..start]).raw().any(|(k, _, _)| k == name) {
@@ -303,7 +303,7 @@ fn parse_labels(s: &str) -> Result<(Labels<'_>, &str), String> {
 /// One label of the text after `{`, from `*i`: `(name, raw value, has escapes)`, or
 /// `None` at the closing `}` (then `*i` is just past it) or at the end of the text of an
 /// already checked label set.
-fn scan_label<'a>(s: &'a str, i: &mut usize) -> Result<Option<(&'a str, &'a str, bool)>, String> {
+fn scan_label<'a>(s: &'a str, i: &mut usize) -> Result<Option<(&'a str, &'a str, bool)>, Bad<'a>> {
     let b = s.as_bytes();
     let skip_ws = |i: &mut usize| {
         while *i < b.len() && (b[*i] == b' ' || b[*i] == b'\t') {
@@ -312,7 +312,7 @@ fn scan_label<'a>(s: &'a str, i: &mut usize) -> Result<Option<(&'a str, &'a str,
     };
     skip_ws(i);
     if *i == b.len() {
-        return Err("labels are not closed with `}`".into());
+        return Err(Bad::NotClosed);
     }
     if b[*i] == b'}' {
         *i += 1;
@@ -324,23 +324,23 @@ fn scan_label<'a>(s: &'a str, i: &mut usize) -> Result<Option<(&'a str, &'a str,
     }
     let name = &s[start..*i];
     if name.is_empty() || name.as_bytes()[0].is_ascii_digit() {
-        return Err(format!("invalid label name at {:?}", shorten(&s[start..])));
+        return Err(Bad::Name(&s[start..]));
     }
     skip_ws(i);
     if *i == b.len() || b[*i] != b'=' {
-        return Err(format!("expected `=` after label {name}"));
+        return Err(Bad::Equals(name));
     }
     *i += 1;
     skip_ws(i);
     if *i == b.len() || b[*i] != b'"' {
-        return Err(format!("the value of label {name} must be quoted"));
+        return Err(Bad::Quote(name));
     }
     *i += 1;
     let value_start = *i;
     let mut escaped = false;
     let value = loop {
         match b.get(*i) {
-            None => return Err(format!("unterminated value of label {name}")),
+            None => return Err(Bad::Unterminated(name)),
             Some(b'"') => {
                 let v = &s[value_start..*i];
                 *i += 1;
@@ -348,7 +348,7 @@ fn scan_label<'a>(s: &'a str, i: &mut usize) -> Result<Option<(&'a str, &'a str,
             }
             Some(b'\\') => {
                 if !matches!(b.get(*i + 1), Some(b'\\' | b'"' | b'n')) {
-                    return Err(format!("invalid escape in the value of label {name}"));
+                    return Err(Bad::Escape(name));
                 }
                 escaped = true;
                 *i += 2;
@@ -360,14 +360,40 @@ fn scan_label<'a>(s: &'a str, i: &mut usize) -> Result<Option<(&'a str, &'a str,
     match b.get(*i) {
         Some(b',') => *i += 1,
         Some(b'}') => {}
-        None => return Err("labels are not closed with `}`".into()),
+        None => return Err(Bad::NotClosed),
         _ => {
-            return Err(format!(
-                "expected `,` or `}}` after the value of label {name}"
-            ));
+            return Err(Bad::Separator(name));
         }
     }
     Ok(Some((name, value, escaped)))
+}
+
+/// What [`scan_label`] found wrong. Worded only when reported: reading labels of a checked
+/// line ends on `NotClosed` at the end of the text, and that must not allocate.
+#[derive(Debug)]
+enum Bad<'a> {
+    NotClosed,
+    /// The text where a label name was expected.
+    Name(&'a str),
+    Equals(&'a str),
+    Quote(&'a str),
+    Unterminated(&'a str),
+    Escape(&'a str),
+    Separator(&'a str),
+}
+
+impl Bad<'_> {
+    fn message(&self) -> String {
+        match self {
+            Bad::NotClosed => "labels are not closed with `}`".into(),
+            Bad::Name(at) => format!("invalid label name at {:?}", shorten(at)),
+            Bad::Equals(name) => format!("expected `=` after label {name}"),
+            Bad::Quote(name) => format!("the value of label {name} must be quoted"),
+            Bad::Unterminated(name) => format!("unterminated value of label {name}"),
+            Bad::Escape(name) => format!("invalid escape in the value of label {name}"),
+            Bad::Separator(name) => format!("expected `,` or `}}` after the value of label {name}"),
+        }
+    }
 }
 
 /// Go's float syntax as Prometheus writes it: `NaN`, `+Inf`, `-Inf`, decimals, exponents.
@@ -512,5 +538,25 @@ signalbox_active_connections 3
         let line = format!("foo{{a=\"{}", "é".repeat(200));
         let e = parse(&line).unwrap_err();
         assert!(e.text.chars().count() < 80);
+    }
+
+    #[test]
+    fn labels_read_back_in_order_and_display_as_written() {
+        let e = parse("m{ a = \"1\" ,b=\"x\\\\y\",c=\"\",} 1\nn 2\n").unwrap();
+        let l = e.samples("m")[0].labels;
+        let all: Vec<(&str, String)> = l.iter().map(|(k, v)| (k, v.into_owned())).collect();
+        assert_eq!(
+            all,
+            [
+                ("a", "1".into()),
+                ("b", "x\\y".into()),
+                ("c", String::new())
+            ]
+        );
+        assert!(l.has("c") && !l.has("d"));
+        assert_eq!(l.get("d"), "");
+        assert_eq!(l.to_string(), r#"{a="1",b="x\\y",c=""}"#);
+        assert_eq!(e.samples("n")[0].labels.to_string(), "{}");
+        assert_eq!(e.samples("n")[0].labels.iter().count(), 0);
     }
 }
