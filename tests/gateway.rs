@@ -276,6 +276,41 @@ routes:
 }
 
 #[tokio::test]
+async fn upstream_connections_are_kept_alive_across_requests() {
+    let up = upstream("kept").await;
+    let yaml = format!(
+        "
+upstreams:
+  kept: {{ targets: [{}] }}
+routes:
+  - {{ name: kept, paths: [/], split: {{ kept: 1 }} }}
+",
+        up.target()
+    );
+    let gw = gateway(&yaml).await;
+    // One client connection lives on one serving thread, which keeps its own upstream
+    // connection: every request, with a body or without, rides the same one.
+    let c = client();
+    for i in 0..40 {
+        let r = if i % 4 == 0 {
+            c.post(gw.url("/items")).body(vec![b'x'; 4096]).send().await
+        } else {
+            c.get(gw.url(&format!("/items/{i}"))).send().await
+        }
+        .unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+    }
+    assert_eq!(up.hits(), 40);
+    assert_eq!(
+        up.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "40 requests should share one upstream connection"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn idempotent_requests_retry_on_another_target_and_posts_do_not() {
     let live = upstream("live").await;
     let dead = common::free_port();

@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod filters;
 pub mod metrics;
+pub mod pool;
 pub mod proxy;
 pub mod revisions;
 pub mod router;

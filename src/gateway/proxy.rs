@@ -19,12 +19,14 @@ use super::error::json_error;
 use super::filters::cors::is_preflight;
 use super::filters::rate_limit::{Allowance, KeySource};
 use super::filters::{Reject, request_id};
+use super::pool::{PooledBody, SendError};
 use super::router::{Found, path_is_safe, request_host};
 use super::snapshot::{Backend, CompiledGate, Route, Snapshot, StickyKey};
 use super::state::GatewayState;
 use super::upstream::{ReqBody, TargetState, Upstream};
 
-pub type RespBody = Either<Incoming, Full<Bytes>>;
+/// An upstream's streamed answer, or one the gateway wrote itself.
+pub type RespBody = Either<PooledBody, Full<Bytes>>;
 
 /// What the request path learned, for the response phase and the access log.
 struct Ctx {
@@ -81,7 +83,11 @@ pub async fn handle(
         );
         return Ok(finish(&snap, &ctx, None, None, resp, &parts.uri));
     }
-    let host = request_host(&parts.uri, &parts.headers);
+    let host = if snap.router.matches_hosts() {
+        request_host(&parts.uri, &parts.headers)
+    } else {
+        None
+    };
     let preflight = is_preflight(&parts.method, &parts.headers);
     let (route, prefix_len) = match snap.router.find(
         &parts.method,
@@ -382,33 +388,48 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// The position of `name` in [`HOP_BY_HOP`]: one string match (a jump on length, then a
+/// compare) instead of nine `HeaderName` comparisons per header.
+fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+    Some(match name.as_str() {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-connection" => 2,
+        "proxy-authenticate" => 3,
+        "proxy-authorization" => 4,
+        "te" => 5,
+        "trailer" => 6,
+        "upgrade" => 7,
+        "transfer-encoding" => 8,
+        _ => return None,
+    })
+}
+
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // One pass over the names finds the ones present: most messages carry none, or only
-    // `Connection: keep-alive`, and a hash lookup per listed name cost more than this.
+    // One pass over the headers finds the listed ones present and whether `Connection`
+    // names anything else: most messages carry none, or only `Connection: keep-alive`,
+    // and a hash lookup per listed name cost more than this.
     let mut present = 0u16;
-    for name in h.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|n| n == name) {
+    let mut names_others = false;
+    for (name, value) in h.iter() {
+        if let Some(i) = hop_by_hop_index(name) {
             present |= 1 << i;
+            if i == 0 {
+                names_others |= connection_tokens(value).any(names_another_header);
+            }
         }
     }
     if present == 0 {
         return;
     }
-    if present & 1 != 0 {
-        // Headers the Connection header names are hop-by-hop too. Names already in the
-        // list are skipped here, so the usual `keep-alive` costs no allocation.
+    if names_others {
+        // Headers the Connection header names are hop-by-hop too.
         let named: Vec<HeaderName> = h
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|n| {
-                !HOP_BY_HOP
-                    .iter()
-                    .any(|h| n.eq_ignore_ascii_case(h.as_str()))
-            })
-            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+            .flat_map(connection_tokens)
+            .filter(|t| names_another_header(t))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for n in &named {
             h.remove(n);
@@ -421,6 +442,23 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+fn connection_tokens(v: &HeaderValue) -> impl Iterator<Item = &str> {
+    v.to_str()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// A `Connection` option that names a header not already in [`HOP_BY_HOP`] (`close` is
+/// an option, not a header).
+fn names_another_header(token: &str) -> bool {
+    !token.eq_ignore_ascii_case("close")
+        && !HOP_BY_HOP
+            .iter()
+            .any(|h| token.eq_ignore_ascii_case(h.as_str()))
+}
+
 fn idempotent(m: &Method) -> bool {
     matches!(
         *m,
@@ -429,10 +467,9 @@ fn idempotent(m: &Method) -> bool {
 }
 
 enum Failure {
-    Connect(hyper_util::client::legacy::Error),
     Timeout,
     TooLarge,
-    Other(hyper_util::client::legacy::Error),
+    Send(SendError),
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -473,36 +510,23 @@ async fn upstream_request(
             Some(b) if !retryable => Either::Left(Limited::new(b, limit)),
             _ => Either::Right(Empty::new()),
         };
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(target.authority.clone())
-            .path_and_query(path_and_query.clone())
-            .build();
-        let Ok(uri) = uri else {
-            return error(
-                ctx,
-                StatusCode::BAD_REQUEST,
-                "invalid_uri",
-                "the request URI cannot be forwarded",
-                None,
-            );
-        };
         let mut req = Request::new(req_body);
         *req.method_mut() = parts.method.clone();
-        *req.uri_mut() = uri;
+        // Origin-form: the target is the connection's peer, not named in the line.
+        *req.uri_mut() = Uri::from(path_and_query.clone());
         *req.version_mut() = Version::HTTP_11;
         *req.headers_mut() = if attempt + 1 < attempts {
             parts.headers.clone()
         } else {
             std::mem::take(&mut parts.headers)
         };
-        if !route.preserve_host {
-            // What hyper would write, prepared once per target.
+        if !route.preserve_host || !req.headers().contains_key(header::HOST) {
             req.headers_mut()
                 .insert(header::HOST, target.host_header.clone());
         }
 
-        match tokio::time::timeout(up.timeout, up.client(peer.worker).request(req)).await {
+        let sent = target.pool.send(peer.worker, up.connect_timeout, req);
+        match tokio::time::timeout(up.timeout, sent).await {
             Ok(Ok(mut resp)) => {
                 if matches!(resp.status().as_u16(), 502..=504) {
                     target.record_failure(&up.passive);
@@ -512,19 +536,15 @@ async fn upstream_request(
                 strip_hop_by_hop(resp.headers_mut());
                 return resp.map(Either::Left);
             }
-            Ok(Err(e)) if e.is_connect() => {
-                target.record_failure(&up.passive);
-                failure = Failure::Connect(e);
-            }
             Ok(Err(e)) => {
                 if source_is::<http_body_util::LengthLimitError>(&e) {
                     failure = Failure::TooLarge;
                     break;
                 }
                 target.record_failure(&up.passive);
-                failure = Failure::Other(e);
+                failure = Failure::Send(e);
                 // The request may have reached the upstream; only a body-less idempotent
-                // request is safe to send again.
+                // request is safe to send again (`attempts` says which may).
             }
             Err(_) => {
                 target.record_failure(&up.passive);
@@ -555,17 +575,22 @@ async fn upstream_request(
             ),
             None,
         ),
-        Failure::Connect(e) if source_is_timeout(&e) => error(
-            ctx,
-            StatusCode::GATEWAY_TIMEOUT,
-            "upstream_connect_timeout",
-            format!(
-                "could not connect to upstream {} ({target}) in time",
-                up.name
-            ),
-            None,
-        ),
-        Failure::Connect(e) | Failure::Other(e) => {
+        Failure::Send(e)
+            if matches!(&e, SendError::ConnectTimeout)
+                || matches!(&e, SendError::Connect(io) if io.kind() == std::io::ErrorKind::TimedOut) =>
+        {
+            error(
+                ctx,
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_connect_timeout",
+                format!(
+                    "could not connect to upstream {} ({target}) in time",
+                    up.name
+                ),
+                None,
+            )
+        }
+        Failure::Send(e) => {
             tracing::debug!(upstream = %up.name, target, error = ?e, "upstream request failed");
             error(
                 ctx,
@@ -582,19 +607,6 @@ fn source_is<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'stati
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if err.is::<T>() {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
-}
-
-fn source_is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
             return true;
         }
         cur = err.source();
@@ -742,6 +754,37 @@ mod tests {
         let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         left.sort_unstable();
         assert_eq!(left, ["content-type", "x-end-to-end"]);
+    }
+
+    #[test]
+    fn a_header_named_in_a_later_connection_value_is_stripped_too() {
+        let mut h = headers(&[
+            ("connection", "close"),
+            ("Connection", " , X-Second"),
+            ("x-second", "1"),
+            ("close", "not an option here, just a header"),
+            ("x-end-to-end", "kept"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["close", "x-end-to-end"]);
+    }
+
+    #[test]
+    fn the_hop_by_hop_index_matches_the_list() {
+        for (i, n) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(n), Some(i), "{n}");
+        }
+        for n in [
+            "host",
+            "content-length",
+            "x-request-id",
+            "tea",
+            "connections",
+        ] {
+            assert_eq!(hop_by_hop_index(&HeaderName::from_static(n)), None, "{n}");
+        }
     }
 
     #[test]

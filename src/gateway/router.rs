@@ -34,6 +34,8 @@ pub struct Router<T> {
     exact: HashMap<String, Vec<usize>>,
     /// (prefix, route index), longest prefix first, config order among equals.
     prefixes: Vec<(String, usize)>,
+    /// Whether any route matches on host; if none does, requests skip reading it.
+    matches_hosts: bool,
 }
 
 pub enum Found<'a, T> {
@@ -71,10 +73,16 @@ impl<T> Router<T> {
         // Stable sort keeps config order among prefixes of equal length.
         prefixes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
         Self {
+            matches_hosts: compiled.iter().any(|(m, _)| !m.hosts.is_empty()),
             routes: compiled,
             exact,
             prefixes,
         }
+    }
+
+    /// Whether any route has a host condition (so [`Router::find`] needs the host).
+    pub fn matches_hosts(&self) -> bool {
+        self.matches_hosts
     }
 
     pub fn routes(&self) -> impl Iterator<Item = &T> {

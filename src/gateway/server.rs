@@ -167,8 +167,9 @@ fn connection_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.header_read_timeout.0)
         // hyper answers 431 when the head outgrows its buffer; 8 KiB is its floor.
-        .max_buf_size((cfg.max_header_bytes.0 as usize).max(8192))
-        .max_headers(100);
+        // Left at hyper's default of 100 headers (431 above): setting it, even to 100,
+        // moves hyper's parser onto a path that initialises the header array per request.
+        .max_buf_size((cfg.max_header_bytes.0 as usize).max(8192));
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -1,5 +1,5 @@
 //! Upstream pools: targets, their health (active checks and passive ejection), target
-//! choice, and the pooled HTTP client that reaches them.
+//! choice, and their keep-alive connections ([`super::pool`]).
 //!
 //! Target state lives in a [`TargetRegistry`] outside the config snapshot, so a reload or
 //! a canary step does not forget that a target is down.
@@ -10,19 +10,16 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{Either, Empty, Limited};
+use http_body_util::{BodyExt, Either, Empty, Limited};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use super::config::{HealthCheck, PassiveHealth, UpstreamConfig};
 use super::metrics::GatewayMetrics;
+use super::pool::{self, Pool};
 
 /// What the gateway sends upstream: the client's streamed body (with the size limit
 /// applied while streaming), or nothing on a retry of a body-less request.
 pub type ReqBody = Either<Limited<Incoming>, Empty<Bytes>>;
-pub type HttpClient = Client<HttpConnector, ReqBody>;
 
 fn now_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
@@ -35,6 +32,8 @@ pub struct TargetState {
     pub authority: http::uri::Authority,
     /// The `Host` header for this target, built once rather than on every request.
     pub host_header: http::HeaderValue,
+    /// Keep-alive connections, per serving thread; they outlive reloads with the target.
+    pub pool: Pool,
     /// Set by active health checks.
     healthy: AtomicBool,
     consecutive_failures: AtomicU32,
@@ -44,7 +43,7 @@ pub struct TargetState {
 }
 
 impl TargetState {
-    fn new(addr: &str, gauge: Arc<AtomicU64>) -> Option<Self> {
+    fn new(addr: &str, gauge: Arc<AtomicU64>, workers: usize) -> Option<Self> {
         let authority: http::uri::Authority = addr.parse().ok()?;
         let host_header = host_header(&authority)?;
         gauge.store(1, Ordering::Relaxed);
@@ -52,6 +51,7 @@ impl TargetState {
             addr: addr.to_string(),
             authority,
             host_header,
+            pool: Pool::new(addr, workers),
             healthy: AtomicBool::new(true),
             consecutive_failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
@@ -128,8 +128,7 @@ impl TargetState {
     }
 }
 
-/// `Host` as hyper-util's client would write it for `http://{authority}`: the port only
-/// when it is not 80.
+/// `Host` for `http://{authority}` (RFC 9110 §7.2): the port only when it is not 80.
 fn host_header(authority: &http::uri::Authority) -> Option<http::HeaderValue> {
     let host = authority.host();
     match authority.port_u16() {
@@ -143,8 +142,7 @@ pub struct Upstream {
     pub name: Arc<str>,
     pub targets: Vec<Arc<TargetState>>,
     next: AtomicUsize,
-    /// One client (so one connection pool) per serving thread: see [`Upstream::client`].
-    clients: Arc<[HttpClient]>,
+    pub connect_timeout: Duration,
     pub timeout: Duration,
     pub retries: u32,
     pub passive: PassiveHealth,
@@ -174,19 +172,13 @@ impl Upstream {
     pub fn any_available(&self) -> bool {
         self.targets.iter().any(|t| t.available())
     }
-
-    /// The client of serving thread `worker`. Its pooled connections are driven by tasks on
-    /// that thread's runtime, so a request never wakes another thread to reach its upstream.
-    pub fn client(&self, worker: usize) -> &HttpClient {
-        &self.clients[worker % self.clients.len()]
-    }
 }
 
-/// State that outlives config snapshots: targets (with health), HTTP clients (with their
-/// connection pools) and the active health-check tasks.
+/// State that outlives config snapshots: targets (with their health and connection pools)
+/// and the active health-check tasks.
 pub struct TargetRegistry {
     metrics: Arc<GatewayMetrics>,
-    /// Serving threads, and so HTTP clients per upstream.
+    /// Serving threads, and so connection pools per target.
     workers: usize,
     inner: Mutex<RegistryInner>,
 }
@@ -194,8 +186,9 @@ pub struct TargetRegistry {
 #[derive(Default)]
 struct RegistryInner {
     targets: HashMap<(String, String), Arc<TargetState>>,
-    clients: HashMap<u64, Arc<[HttpClient]>>,
     checks: HashMap<(String, String), (HealthCheck, tokio::task::AbortHandle)>,
+    /// Closes expired idle connections of targets that get no traffic.
+    sweeper: Option<tokio::task::AbortHandle>,
 }
 
 impl TargetRegistry {
@@ -207,7 +200,7 @@ impl TargetRegistry {
         })
     }
 
-    /// The number of serving threads this registry keeps clients for.
+    /// The number of serving threads this registry keeps connection pools for.
     pub fn workers(&self) -> usize {
         self.workers
     }
@@ -216,7 +209,7 @@ impl TargetRegistry {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Builds the runtime form of an upstream, reusing live target state and clients.
+    /// Builds the runtime form of an upstream, reusing live target state and connections.
     pub fn build(&self, name: &str, cfg: &UpstreamConfig) -> Result<Upstream, String> {
         let mut inner = self.lock();
         let mut targets = Vec::with_capacity(cfg.targets.len());
@@ -227,7 +220,7 @@ impl TargetRegistry {
                 None => {
                     let gauge = self.metrics.healthy_gauge(name, addr);
                     let t = Arc::new(
-                        TargetState::new(addr, gauge)
+                        TargetState::new(addr, gauge, self.workers)
                             .ok_or_else(|| format!("target {addr:?} is not host:port"))?,
                     );
                     inner.targets.insert(key, t.clone());
@@ -236,18 +229,11 @@ impl TargetRegistry {
             };
             targets.push(t);
         }
-        let ct = cfg.connect_timeout.0;
-        let workers = self.workers;
-        let clients = inner
-            .clients
-            .entry(ct.as_millis() as u64)
-            .or_insert_with(|| (0..workers).map(|_| new_client(ct)).collect())
-            .clone();
         Ok(Upstream {
             name: name.into(),
             targets,
             next: AtomicUsize::new(0),
-            clients,
+            connect_timeout: cfg.connect_timeout.0,
             timeout: cfg.timeout.0,
             retries: cfg.retries,
             passive: cfg.passive.clone(),
@@ -255,12 +241,15 @@ impl TargetRegistry {
     }
 
     /// After a new snapshot is live: start health checks for new targets, stop those of
-    /// removed ones, and forget removed targets.
+    /// removed ones, and forget removed targets (closing their connections).
     pub fn sync_health_checks(
-        &self,
+        self: &Arc<Self>,
         upstreams: &std::collections::BTreeMap<String, UpstreamConfig>,
     ) {
         let mut inner = self.lock();
+        if inner.sweeper.is_none() {
+            inner.sweeper = Some(tokio::spawn(sweep_idle(Arc::downgrade(self))).abort_handle());
+        }
         let mut wanted: HashMap<(String, String), HealthCheck> = HashMap::new();
         for (name, cfg) in upstreams {
             for addr in &cfg.targets {
@@ -304,32 +293,65 @@ impl TargetRegistry {
     }
 
     pub fn stop_health_checks(&self) {
-        for (_, (_, h)) in self.lock().checks.drain() {
+        let mut inner = self.lock();
+        for (_, (_, h)) in inner.checks.drain() {
             h.abort();
+        }
+        if let Some(s) = inner.sweeper.take() {
+            s.abort();
         }
     }
 }
 
-fn new_client(connect_timeout: Duration) -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_nodelay(true);
-    connector.set_keepalive(Some(Duration::from_secs(60)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(256)
-        .build(connector)
+async fn sweep_idle(registry: std::sync::Weak<TargetRegistry>) {
+    let mut tick = tokio::time::interval(pool::IDLE_TIMEOUT / 4);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(registry) = registry.upgrade() else {
+            return;
+        };
+        let targets: Vec<Arc<TargetState>> = registry.lock().targets.values().cloned().collect();
+        for t in targets {
+            t.pool.evict_idle();
+        }
+    }
+}
+
+/// A health check's answer must arrive, body and all, within the check's timeout; a body
+/// larger than this is not read (the connection is then not reused).
+const HEALTH_BODY_MAX: usize = 64 * 1024;
+
+async fn health_probe(target: &TargetState, check: &HealthCheck, uri: &http::Uri) -> bool {
+    let mut req = http::Request::new(Either::Right(Empty::new()));
+    *req.uri_mut() = uri.clone();
+    req.headers_mut()
+        .insert(http::header::HOST, target.host_header.clone());
+    let probe = async {
+        let resp = target
+            .pool
+            .send(pool::OFF_THREAD, check.timeout.0, req)
+            .await
+            .ok()?;
+        let ok = resp.status().is_success();
+        // Read to the end so the connection is reused by the next check.
+        Limited::new(resp.into_body(), HEALTH_BODY_MAX)
+            .collect()
+            .await
+            .ok()?;
+        Some(ok)
+    };
+    matches!(
+        tokio::time::timeout(check.timeout.0, probe).await,
+        Ok(Some(true))
+    )
 }
 
 async fn health_loop(target: Arc<TargetState>, check: HealthCheck) {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(check.timeout.0));
-    let client: Client<HttpConnector, Empty<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(connector);
-    let uri: http::Uri = match format!("http://{}{}", target.addr, check.path).parse() {
+    let uri: http::Uri = match check.path.parse() {
         Ok(u) => u,
         Err(e) => {
-            tracing::error!(target = %target.addr, error = %e, "bad health check URI");
+            tracing::error!(target = %target.addr, error = %e, "bad health check path");
             return;
         }
     };
@@ -338,10 +360,7 @@ async fn health_loop(target: Arc<TargetState>, check: HealthCheck) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let ok = matches!(
-            tokio::time::timeout(check.timeout.0, client.get(uri.clone())).await,
-            Ok(Ok(resp)) if resp.status().is_success()
-        );
+        let ok = health_probe(&target, &check, &uri).await;
         if ok {
             oks += 1;
             fails = 0;
@@ -364,7 +383,7 @@ mod tests {
     use crate::gateway::config::units::Dur;
 
     fn target() -> TargetState {
-        TargetState::new("127.0.0.1:1", Arc::default()).unwrap()
+        TargetState::new("127.0.0.1:1", Arc::default(), 1).unwrap()
     }
 
     #[test]
@@ -392,11 +411,11 @@ mod tests {
 
     #[test]
     fn host_header_names_the_port_unless_it_is_80() {
-        let host = |a: &str| TargetState::new(a, Arc::default()).unwrap().host_header;
+        let host = |a: &str| TargetState::new(a, Arc::default(), 1).unwrap().host_header;
         assert_eq!(host("127.0.0.1:9001"), "127.0.0.1:9001");
         assert_eq!(host("users.internal:80"), "users.internal");
         assert_eq!(host("[::1]:8080"), "[::1]:8080");
-        assert!(TargetState::new("not a host", Arc::default()).is_none());
+        assert!(TargetState::new("not a host", Arc::default(), 1).is_none());
     }
 
     #[tokio::test]

@@ -39,6 +39,8 @@ pub struct Upstream {
     pub name: String,
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
+    /// TCP connections accepted.
+    pub connections: Arc<AtomicUsize>,
     /// Bytes of request bodies received.
     pub body_bytes: Arc<AtomicU64>,
     mode: Arc<std::sync::Mutex<Mode>>,
@@ -80,6 +82,8 @@ pub async fn upstream_on(name: &str, addr: SocketAddr) -> Upstream {
     let listener = TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let accepted = connections.clone();
     let body_bytes = Arc::new(AtomicU64::new(0));
     let mode = Arc::new(std::sync::Mutex::new(Mode::Ok));
     let (h, b, m, n) = (
@@ -95,6 +99,7 @@ pub async fn upstream_on(name: &str, addr: SocketAddr) -> Upstream {
             let Ok((mut stream, _)) = listener.accept().await else {
                 continue;
             };
+            accepted.fetch_add(1, Ordering::SeqCst);
             let (h, b, m, n) = (h.clone(), b.clone(), m.clone(), n.clone());
             let cancel = cancel.clone();
             tokio::spawn(cancel.run_until_cancelled_owned(async move {
@@ -135,6 +140,7 @@ pub async fn upstream_on(name: &str, addr: SocketAddr) -> Upstream {
         name: name.to_string(),
         addr,
         hits,
+        connections,
         body_bytes,
         mode,
         task,

@@ -25,8 +25,11 @@ fn acceptable(v: &HeaderValue) -> bool {
 
 pub fn generate() -> HeaderValue {
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let s = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-    HeaderValue::from_str(s).expect("a UUID is a valid header value")
+    uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    // Owned bytes are shared by clones; a copied slice would allocate again when the id is
+    // first cloned (it is, for the response).
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
+        .expect("a UUID is a valid header value")
 }
 
 #[cfg(test)]
