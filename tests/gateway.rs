@@ -311,6 +311,77 @@ routes:
 }
 
 #[tokio::test]
+async fn a_request_never_waits_behind_an_upload_the_upstream_answered_early() {
+    // An upstream that answers as soon as it has a request head and then only drains what
+    // follows: an upload it does not need keeps streaming after its answer.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap().to_string();
+    let accept = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                if s.write_all(answer).await.is_err() {
+                    return;
+                }
+                while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    // One serving thread, so both clients share its upstream connections.
+    let yaml = format!(
+        "
+server: {{ workers: 1 }}
+upstreams:
+  early: {{ targets: [{target}], timeout: 2s }}
+routes:
+  - {{ name: early, paths: [/], split: {{ early: 1 }} }}
+"
+    );
+    let gw = gateway(&yaml).await;
+
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    tx.send(Ok(vec![b'x'; 1024])).await.unwrap();
+    let upload = reqwest::Body::wrap_stream(tokio_stream_from(rx));
+    let r = client()
+        .post(gw.url("/upload"))
+        .body(upload)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "ok");
+
+    // The upload is still open (its sender lives); another request must not queue behind
+    // it on that upstream connection.
+    let t = Instant::now();
+    let r = client().get(gw.url("/quick")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "the second request waited {:?} behind the upload",
+        t.elapsed()
+    );
+    drop(tx);
+    gw.stop().await;
+    accept.abort();
+}
+
+/// A body stream from a channel (reqwest takes any `Stream` of byte chunks).
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[tokio::test]
 async fn idempotent_requests_retry_on_another_target_and_posts_do_not() {
     let live = upstream("live").await;
     let dead = common::free_port();

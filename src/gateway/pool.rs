@@ -89,15 +89,19 @@ impl Slot {
                 idle.clear();
                 return None;
             }
-            if !i.tx.is_closed() {
+            if i.tx.is_ready() {
                 return Some(i.tx);
             }
         }
         None
     }
 
+    /// Keeps a connection whose response was read to the end. One that is not ready for
+    /// the next request at this point is still sending this request's body (the upstream
+    /// answered before reading it all) or closing: a request must never queue behind it,
+    /// so it is let go.
     fn checkin(&self, tx: SendRequest<ReqBody>) {
-        if tx.is_closed() {
+        if !tx.is_ready() {
             return;
         }
         let now = Instant::now();
@@ -113,7 +117,7 @@ impl Slot {
 fn evict_expired(idle: &mut VecDeque<Idle>, now: Instant) {
     while idle
         .front()
-        .is_some_and(|i| now.duration_since(i.since) >= IDLE_TIMEOUT || i.tx.is_closed())
+        .is_some_and(|i| now.duration_since(i.since) >= IDLE_TIMEOUT || !i.tx.is_ready())
     {
         idle.pop_front();
     }
@@ -155,7 +159,7 @@ impl Pool {
         let now = Instant::now();
         for s in self.slots.iter() {
             let mut idle = s.lock();
-            idle.retain(|i| now.duration_since(i.since) < IDLE_TIMEOUT && !i.tx.is_closed());
+            idle.retain(|i| now.duration_since(i.since) < IDLE_TIMEOUT && i.tx.is_ready());
         }
     }
 
@@ -174,10 +178,6 @@ impl Pool {
                 Some(tx) => (tx, true),
                 None => (self.connect(connect_timeout).await?, false),
             };
-            // A returned connection can be a moment away from taking the next request.
-            if reused && tx.ready().await.is_err() {
-                continue;
-            }
             match tx.try_send_request(req).await {
                 Ok(resp) => {
                     let slot = slot.clone();
