@@ -347,9 +347,9 @@ routes:
     );
     let gw = gateway(&yaml).await;
 
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
     tx.send(Ok(vec![b'x'; 1024])).await.unwrap();
-    let upload = reqwest::Body::wrap_stream(tokio_stream_from(rx));
+    let upload = reqwest::Body::wrap_stream(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
     let r = client()
         .post(gw.url("/upload"))
         .body(upload)
@@ -372,13 +372,6 @@ routes:
     drop(tx);
     gw.stop().await;
     accept.abort();
-}
-
-/// A body stream from a channel (reqwest takes any `Stream` of byte chunks).
-fn tokio_stream_from(
-    mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
-) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 #[tokio::test]

@@ -148,7 +148,8 @@ impl Pool {
     }
 
     /// Idle connections, over all threads.
-    pub fn idle(&self) -> usize {
+    #[cfg(test)]
+    fn idle(&self) -> usize {
         self.slots.iter().map(|s| s.lock().len()).sum()
     }
 

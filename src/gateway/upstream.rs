@@ -29,7 +29,6 @@ fn now_ms() -> u64 {
 /// One `host:port` of an upstream, with its live health.
 pub struct TargetState {
     pub addr: String,
-    pub authority: http::uri::Authority,
     /// The `Host` header for this target, built once rather than on every request.
     pub host_header: http::HeaderValue,
     /// Keep-alive connections, per serving thread; they outlive reloads with the target.
@@ -49,7 +48,6 @@ impl TargetState {
         gauge.store(1, Ordering::Relaxed);
         Some(Self {
             addr: addr.to_string(),
-            authority,
             host_header,
             pool: Pool::new(addr, workers),
             healthy: AtomicBool::new(true),
