@@ -3,6 +3,8 @@
 # steady where wall-clock benchmarks on a shared 2-core machine are not.
 #
 #   scripts/profile-gateway.sh BINARY [OUT]     e.g. target/dist/signalbox /tmp/gw.callgrind
+#   scripts/profile-gateway.sh nginx [OUT]      nginx as the proxy, configured as in
+#                                               scripts/bench-gateway.sh: the yardstick
 #
 # One nginx `return 200` upstream (the one scripts/bench-gateway.sh uses), the gateway under
 # callgrind with one serving thread, 3 s of wrk to warm up, then instrumentation on for 10 s
@@ -10,7 +12,7 @@
 # `callgrind_annotate OUT.1` shows the rest. Everything runs on 127.0.0.1 and every process
 # it starts is stopped by PID on exit.
 set -euo pipefail
-BIN=${1:?usage: profile-gateway.sh BINARY [OUT]}
+BIN=${1:?usage: profile-gateway.sh BINARY|nginx [OUT]}
 OUT=${2:-$(mktemp -u /tmp/signalbox-gw.XXXXXX).callgrind}
 PORT_BASE=${PORT_BASE:-19100}
 UP=$((PORT_BASE + 1)) GW=$((PORT_BASE + 3)) ADMIN=$((PORT_BASE + 13))
@@ -51,8 +53,24 @@ routes:
 Y
 "$NGINX" -e "$D/up.err" -c "$D/up.conf" &
 PIDS+=($!)
-TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$OUT" --instr-atstart=no \
-    "$BIN" gateway --config "$D/gw.yaml" 2>"$D/gw.log" &
+if [ "$BIN" = nginx ]; then
+    # One worker, no master: the process valgrind starts is the one that proxies.
+    cat >"$D/px.conf" <<NG
+daemon off; master_process off; worker_processes 1; pid $D/px.pid; error_log $D/px.err warn;
+events { worker_connections 1024; }
+http { access_log off; keepalive_timeout 120s; keepalive_requests 10000000;
+  client_body_temp_path $D/tmp/b2; proxy_temp_path $D/tmp/p2;
+  upstream origin { server 127.0.0.1:$UP; keepalive 256; keepalive_requests 10000000; keepalive_timeout 60s; }
+  server { listen 127.0.0.1:$GW;
+    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto \$scheme; } } }
+NG
+    valgrind --tool=callgrind --callgrind-out-file="$OUT" --instr-atstart=no \
+        "$NGINX" -e "$D/px.err" -c "$D/px.conf" 2>"$D/gw.log" &
+else
+    TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$OUT" --instr-atstart=no \
+        "$BIN" gateway --config "$D/gw.yaml" 2>"$D/gw.log" &
+fi
 GW_PID=$!
 PIDS+=("$GW_PID")
 for _ in $(seq 600); do curl -fs -o /dev/null "http://127.0.0.1:$GW/" && break; sleep 0.2; done

@@ -177,7 +177,9 @@ impl Pool {
         loop {
             let (mut tx, reused) = match slot.checkout() {
                 Some(tx) => (tx, true),
-                None => (self.connect(connect_timeout).await?, false),
+                // Boxed: connecting is rare and its future is large, and every request
+                // would otherwise carry (and move) room for it.
+                None => (Box::pin(self.connect(connect_timeout)).await?, false),
             };
             match tx.try_send_request(req).await {
                 Ok(resp) => {

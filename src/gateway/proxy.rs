@@ -74,14 +74,15 @@ pub async fn handle(
     let path = parts.uri.path();
 
     if !path_is_safe(path) {
-        let resp = error(
+        let mut resp = error(
             &ctx,
             StatusCode::BAD_REQUEST,
             "invalid_path",
             "the path has dot segments, encoded slashes or control characters",
             None,
         );
-        return Ok(finish(&snap, &ctx, None, None, resp, &parts.uri));
+        finish(&snap, &ctx, None, None, &mut resp, &parts.uri);
+        return Ok(resp);
     }
     let host = if snap.router.matches_hosts() {
         request_host(&parts.uri, &parts.headers)
@@ -113,51 +114,56 @@ pub async fn handle(
             if let Ok(v) = HeaderValue::from_str(&allow) {
                 resp.headers_mut().insert(header::ALLOW, v);
             }
-            return Ok(finish(&snap, &ctx, None, None, resp, &parts.uri));
+            finish(&snap, &ctx, None, None, &mut resp, &parts.uri);
+            return Ok(resp);
         }
         Found::NotFound => {
-            let resp = error(
+            let mut resp = error(
                 &ctx,
                 StatusCode::NOT_FOUND,
                 "route_not_found",
                 "no route matches this request",
                 None,
             );
-            return Ok(finish(&snap, &ctx, None, None, resp, &parts.uri));
+            finish(&snap, &ctx, None, None, &mut resp, &parts.uri);
+            return Ok(resp);
         }
     };
 
-    let resp = match request_filter(&snap, route, &mut ctx, &mut parts, peer.addr, preflight).await
-    {
-        Ok(Phase::Continue { sticky_key }) => {
-            let backend = upstream_peer(route, &parts.headers, sticky_key);
-            let uri = parts.uri.clone();
-            let resp = upstream_request(route, backend, &ctx, parts, body, prefix_len, &peer).await;
-            return Ok(finish(
-                &snap,
+    let mut resp =
+        match request_filter(&snap, route, &mut ctx, &mut parts, peer.addr, preflight).await {
+            Ok(Phase::Continue { sticky_key }) => {
+                let backend = upstream_peer(route, &parts.headers, sticky_key);
+                // The path is only read by the access log; cloning it for nothing costs more
+                // than the rest of the logging phase.
+                let uri = if snap.access_log {
+                    parts.uri.clone()
+                } else {
+                    Uri::default()
+                };
+                let mut resp =
+                    upstream_request(route, backend, &ctx, parts, body, prefix_len, &peer).await;
+                response_filter(route, &ctx, resp.headers_mut());
+                finish(&snap, &ctx, Some(route), Some(backend), &mut resp, &uri);
+                return Ok(resp);
+            }
+            Ok(Phase::Answer(headers)) => {
+                let mut resp = Response::new(Either::Right(Full::default()));
+                *resp.status_mut() = StatusCode::NO_CONTENT;
+                *resp.headers_mut() = headers;
+                resp
+            }
+            Err(reject) => error(
                 &ctx,
-                Some(route),
-                Some(backend),
-                response_filter(route, &ctx, resp),
-                &uri,
-            ));
-        }
-        Ok(Phase::Answer(headers)) => {
-            let mut resp = Response::new(Either::Right(Full::default()));
-            *resp.status_mut() = StatusCode::NO_CONTENT;
-            *resp.headers_mut() = headers;
-            resp
-        }
-        Err(reject) => error(
-            &ctx,
-            reject.status,
-            reject.code,
-            reject.message,
-            Some(*reject.headers),
-        ),
-    };
-    let resp = response_filter(route, &ctx, resp);
-    Ok(finish(&snap, &ctx, Some(route), None, resp, &parts.uri))
+                reject.status,
+                reject.code,
+                reject.message,
+                Some(*reject.headers),
+            ),
+        };
+    response_filter(route, &ctx, resp.headers_mut());
+    finish(&snap, &ctx, Some(route), None, &mut resp, &parts.uri);
+    Ok(resp)
 }
 
 enum Phase {
@@ -641,19 +647,28 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 fn append_forwarded(h: &mut HeaderMap, peer: &Peer) {
-    let value = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", peer.addr.ip())).ok(),
-        None => peer.forwarded_for.clone(),
-    };
-    if let Some(v) = value {
-        h.insert(X_FORWARDED_FOR.clone(), v);
+    // One hash of the name for both the lookup and the write.
+    match h.entry(&X_FORWARDED_FOR) {
+        header::Entry::Occupied(mut e) => {
+            let joined = e.get().to_str().ok().and_then(|prev| {
+                HeaderValue::from_str(&format!("{prev}, {}", peer.addr.ip())).ok()
+            });
+            // An unreadable chain is replaced rather than extended.
+            if let Some(v) = joined.or_else(|| peer.forwarded_for.clone()) {
+                e.insert(v);
+            }
+        }
+        header::Entry::Vacant(e) => {
+            if let Some(v) = &peer.forwarded_for {
+                e.insert(v.clone());
+            }
+        }
     }
     h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
 }
 
-fn response_filter(route: &Route, ctx: &Ctx, mut resp: Response<RespBody>) -> Response<RespBody> {
+fn response_filter(route: &Route, ctx: &Ctx, h: &mut HeaderMap) {
     let f = &route.filters;
-    let h = resp.headers_mut();
     if let Some(rules) = &f.response_headers {
         rules.apply(h);
     }
@@ -663,7 +678,6 @@ fn response_filter(route: &Route, ctx: &Ctx, mut resp: Response<RespBody>) -> Re
     if let Some(a) = &ctx.allowance {
         a.write(h);
     }
-    resp
 }
 
 /// The `logging` phase: request id on the response, metrics, and the access-log line.
@@ -672,9 +686,9 @@ fn finish(
     ctx: &Ctx,
     route: Option<&Route>,
     backend: Option<&Backend>,
-    mut resp: Response<RespBody>,
+    resp: &mut Response<RespBody>,
     uri: &Uri,
-) -> Response<RespBody> {
+) {
     resp.headers_mut()
         .insert(request_id::HEADER.clone(), ctx.request_id.clone());
     let status = resp.status().as_u16();
@@ -699,7 +713,6 @@ fn finish(
             latency_ms = elapsed.as_secs_f64() * 1000.0,
         );
     }
-    resp
 }
 
 fn error(
