@@ -650,8 +650,10 @@ fn append_forwarded(h: &mut HeaderMap, peer: &Peer) {
     // One hash of the name for both the lookup and the write.
     match h.entry(&X_FORWARDED_FOR) {
         header::Entry::Occupied(mut e) => {
-            let joined = e.get().to_str().ok().and_then(|prev| {
-                HeaderValue::from_str(&format!("{prev}, {}", peer.addr.ip())).ok()
+            // Several lines are one comma-separated list (RFC 9110, 5.3).
+            let prev: Option<Vec<&str>> = e.iter().map(|v| v.to_str().ok()).collect();
+            let joined = prev.and_then(|prev| {
+                HeaderValue::from_str(&format!("{}, {}", prev.join(", "), peer.addr.ip())).ok()
             });
             // An unreadable chain is replaced rather than extended.
             if let Some(v) = joined.or_else(|| peer.forwarded_for.clone()) {
@@ -821,6 +823,20 @@ mod tests {
         let mut h = headers(&[("x-forwarded-for", "192.0.2.7")]);
         append_forwarded(&mut h, &peer);
         assert_eq!(h["x-forwarded-for"], "192.0.2.7, 10.1.2.3");
+        let mut h = headers(&[
+            ("x-forwarded-for", "192.0.2.7"),
+            ("x-forwarded-for", "198.51.100.1"),
+        ]);
+        append_forwarded(&mut h, &peer);
+        assert_eq!(
+            h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(),
+            ["192.0.2.7, 198.51.100.1, 10.1.2.3"]
+        );
+        // A chain that is not text cannot be extended: the gateway's own entry replaces it.
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_bytes(b"\xff").unwrap());
+        append_forwarded(&mut h, &peer);
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
         let v6 = Peer::new("[2001:db8::1]:443".parse().unwrap(), 0);
         let mut h = HeaderMap::new();
         append_forwarded(&mut h, &v6);
