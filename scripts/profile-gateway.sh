@@ -16,55 +16,17 @@ BIN=${1:?usage: profile-gateway.sh BINARY|nginx [OUT]}
 OUT=${2:-$(mktemp -u /tmp/signalbox-gw.XXXXXX).callgrind}
 PORT_BASE=${PORT_BASE:-19100}
 UP=$((PORT_BASE + 1)) GW=$((PORT_BASE + 3)) ADMIN=$((PORT_BASE + 13))
-for tool in valgrind callgrind_control callgrind_annotate wrk curl; do
-    command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install -y valgrind wrk curl)" >&2; exit 1; }
-done
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-[ -x "$NGINX" ] || { echo "needs nginx (apt-get install -y nginx-light)" >&2; exit 1; }
-
-D=$(mktemp -d /tmp/signalbox-profile.XXXXXX)
-chmod 755 "$D"
-mkdir -p "$D/tmp" && chmod 777 "$D/tmp"
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$D"
-}
-trap cleanup EXIT
-
-cat >"$D/up.conf" <<NG
-daemon off; master_process on; worker_processes 1; pid $D/up.pid; error_log $D/up.err warn;
-events { worker_connections 1024; }
-http { access_log off; keepalive_timeout 120s; keepalive_requests 10000000;
-  client_body_temp_path $D/tmp/b; proxy_temp_path $D/tmp/p;
-  server { listen 127.0.0.1:$UP; default_type application/json;
-    location / { return 200 '{"id":42,"name":"signalbox-bench","status":"ok"}'; } } }
-NG
-cat >"$D/gw.yaml" <<Y
-listen: 127.0.0.1:$GW
-admin: { listen: 127.0.0.1:$ADMIN }
-server: { workers: 1 }
-log: { level: warn, access_log: false }
-upstreams:
-  origin: { targets: [127.0.0.1:$UP] }
-routes:
-  - { name: all, paths: [/], split: { origin: 100 } }
-Y
+# shellcheck source=lib/proxy-rig.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/proxy-rig.sh"
+rig_need valgrind callgrind_control callgrind_annotate wrk curl
+rig_start profile
+rig_upstream_conf "$UP" 1
+rig_gateway_yaml "$GW" "$ADMIN" "$UP" 1
 "$NGINX" -e "$D/up.err" -c "$D/up.conf" &
 PIDS+=($!)
 if [ "$BIN" = nginx ]; then
     # One worker, no master: the process valgrind starts is the one that proxies.
-    cat >"$D/px.conf" <<NG
-daemon off; master_process off; worker_processes 1; pid $D/px.pid; error_log $D/px.err warn;
-events { worker_connections 1024; }
-http { access_log off; keepalive_timeout 120s; keepalive_requests 10000000;
-  client_body_temp_path $D/tmp/b2; proxy_temp_path $D/tmp/p2;
-  upstream origin { server 127.0.0.1:$UP; keepalive 256; keepalive_requests 10000000; keepalive_timeout 60s; }
-  server { listen 127.0.0.1:$GW;
-    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto \$scheme; } } }
-NG
+    rig_proxy_conf "$GW" "$UP" 1
     valgrind --tool=callgrind --callgrind-out-file="$OUT" --instr-atstart=no \
         "$NGINX" -e "$D/px.err" -c "$D/px.conf" 2>"$D/gw.log" &
 else

@@ -13,51 +13,13 @@ set -euo pipefail
 BIN=${1:?usage: syscalls-gateway.sh BINARY}
 PORT_BASE=${PORT_BASE:-19200}
 UP=$((PORT_BASE + 1)) PX=$((PORT_BASE + 2)) ADMIN=$((PORT_BASE + 13))
-for tool in perf nstat wrk curl; do
-    command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install -y linux-perf iproute2 wrk curl)" >&2; exit 1; }
-done
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-[ -x "$NGINX" ] || { echo "needs nginx (apt-get install -y nginx-light)" >&2; exit 1; }
-
-D=$(mktemp -d /tmp/signalbox-syscalls.XXXXXX)
-chmod 755 "$D"
-mkdir -p "$D/tmp" && chmod 777 "$D/tmp"
-PIDS=()
-stop_all() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    PIDS=()
-}
-trap 'stop_all; rm -rf "$D"' EXIT
-
-cat >"$D/up.conf" <<NG
-daemon off; master_process on; worker_processes 2; pid $D/up.pid; error_log $D/up.err warn;
-events { worker_connections 4096; }
-http { access_log off; keepalive_timeout 120s; keepalive_requests 10000000;
-  client_body_temp_path $D/tmp/b; proxy_temp_path $D/tmp/p;
-  server { listen 127.0.0.1:$UP; default_type application/json;
-    location / { return 200 '{"id":42,"name":"signalbox-bench","status":"ok"}'; } } }
-NG
-cat >"$D/px.conf" <<NG
-daemon off; master_process on; worker_processes 2; pid $D/px.pid; error_log $D/px.err warn;
-events { worker_connections 4096; }
-http { access_log off; keepalive_timeout 120s; keepalive_requests 10000000;
-  client_body_temp_path $D/tmp/b2; proxy_temp_path $D/tmp/p2;
-  upstream origin { server 127.0.0.1:$UP; keepalive 256; keepalive_requests 10000000; keepalive_timeout 60s; }
-  server { listen 127.0.0.1:$PX;
-    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto \$scheme; } } }
-NG
-cat >"$D/gw.yaml" <<Y
-listen: 127.0.0.1:$PX
-admin: { listen: 127.0.0.1:$ADMIN }
-server: { workers: 2 }
-log: { level: warn, access_log: false }
-upstreams:
-  origin: { targets: [127.0.0.1:$UP] }
-routes:
-  - { name: all, paths: [/], split: { origin: 100 } }
-Y
+# shellcheck source=lib/proxy-rig.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/proxy-rig.sh"
+rig_need perf nstat wrk curl
+rig_start syscalls
+rig_upstream_conf "$UP" 2
+rig_proxy_conf "$PX" "$UP" 2
+rig_gateway_yaml "$PX" "$ADMIN" "$UP" 2
 
 EVENTS=syscalls:sys_enter_recvfrom,syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_read,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_getsockopt,syscalls:sys_enter_futex,context-switches
 
