@@ -3,15 +3,47 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// A flag's on/off switch, as flagd spells it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+/// A flag's on/off switch, as flagd spells it. A disabled flag resolves to the caller's
+/// default with reason `DISABLED`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum FlagState {
     Enabled,
     Disabled,
+}
+
+impl FlagState {
+    /// The spelling in flag files: `ENABLED` or `DISABLED`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlagState::Enabled => "ENABLED",
+            FlagState::Disabled => "DISABLED",
+        }
+    }
+}
+
+impl fmt::Display for FlagState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for FlagState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ENABLED" => Ok(FlagState::Enabled),
+            "DISABLED" => Ok(FlagState::Disabled),
+            other => Err(format!(
+                "state must be \"ENABLED\" or \"DISABLED\", found \"{other}\""
+            )),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,6 @@
 //! The flagd flag-file model: parsing and validating a file into flags, and writing it back.
 
 use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use datalogic_rs::Logic;
@@ -11,43 +10,7 @@ use super::error::FlagFileError;
 use super::json::Json;
 use super::logic;
 
-/// Whether a flag is served. A disabled flag resolves to the caller's default with reason
-/// `DISABLED`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FlagState {
-    Enabled,
-    Disabled,
-}
-
-impl FlagState {
-    /// The spelling in flag files: `ENABLED` or `DISABLED`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FlagState::Enabled => "ENABLED",
-            FlagState::Disabled => "DISABLED",
-        }
-    }
-}
-
-impl fmt::Display for FlagState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for FlagState {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "ENABLED" => Ok(FlagState::Enabled),
-            "DISABLED" => Ok(FlagState::Disabled),
-            other => Err(format!(
-                "state must be \"ENABLED\" or \"DISABLED\", found \"{other}\""
-            )),
-        }
-    }
-}
+pub use crate::domain::FlagState;
 
 /// The type of a flag's values, as OpenFeature's typed evaluation sees it. A flag whose number
 /// variants are all whole is `Integer`, otherwise `Float`.

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::domain::status::FlagStatus;
+
 use super::error::{FlagEditError, FlagFileError};
 use super::json::Json;
 use super::model::{self, Flag, FlagFile, FlagState, FlagSummary};
@@ -107,6 +109,23 @@ impl FlagStore {
     /// Every flag, in file order, for display.
     pub fn summaries(&self) -> Vec<FlagSummary> {
         self.flags.iter().map(|f| f.summary()).collect()
+    }
+
+    /// Every flag, in file order, as an environment's status reports it.
+    pub fn statuses(&self) -> Vec<FlagStatus> {
+        self.flags
+            .iter()
+            .map(|f| {
+                let s = f.summary();
+                FlagStatus {
+                    key: s.key,
+                    state: s.state,
+                    default_variant: s.default_variant,
+                    variants: s.variants.into_iter().map(|(n, _)| n).collect(),
+                    has_targeting: s.has_targeting,
+                }
+            })
+            .collect()
     }
 
     /// One flag, for display.

@@ -292,10 +292,6 @@ impl GatewayState {
                 };
                 let mut next = (**current).clone();
                 if let Some(st) = state {
-                    let st = match st {
-                        FlagState::Enabled => crate::flags::FlagState::Enabled,
-                        FlagState::Disabled => crate::flags::FlagState::Disabled,
-                    };
                     next = next.with_state(&key, st).map_err(flag_edit_error)?;
                 }
                 if let Some(v) = &variant {

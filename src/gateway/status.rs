@@ -1,7 +1,5 @@
 //! The gateway's view of itself, as `GET /admin/state` reports it.
 
-use crate::domain::FlagState;
-use crate::domain::status::FlagStatus;
 use crate::domain::status::{
     GatewayStatus, HeaderCanaryStatus, RouteStatus, TargetStatus, UpstreamStatus,
 };
@@ -34,21 +32,7 @@ pub fn status(snap: &Snapshot) -> GatewayStatus {
         flags: snap
             .flags
             .as_ref()
-            .map(|f| {
-                f.summaries()
-                    .into_iter()
-                    .map(|s| FlagStatus {
-                        key: s.key,
-                        state: match s.state {
-                            crate::flags::FlagState::Enabled => FlagState::Enabled,
-                            crate::flags::FlagState::Disabled => FlagState::Disabled,
-                        },
-                        default_variant: s.default_variant,
-                        variants: s.variants.into_iter().map(|(n, _)| n).collect(),
-                        has_targeting: s.has_targeting,
-                    })
-                    .collect()
-            })
+            .map(|f| f.statuses())
             .unwrap_or_default(),
     }
 }

@@ -4,7 +4,6 @@ use k8s_openapi::api::core::v1::ConfigMap;
 
 use crate::domain::FlagState;
 use crate::domain::kube::FlagsView;
-use crate::domain::status::FlagStatus;
 use crate::flags::FlagStore;
 
 /// The flag file in the ConfigMap: `key` when it is set, else the only `*.json` entry.
@@ -42,7 +41,7 @@ pub fn parse(cm: &ConfigMap, key: Option<&str>) -> FlagsView {
             key: k,
             resource_version: rv,
             flags: FlagStore::from_json(text)
-                .map(|s| statuses(&s))
+                .map(|s| s.statuses())
                 .map_err(|e| e.to_string()),
         },
         Err(e) => FlagsView {
@@ -54,23 +53,6 @@ pub fn parse(cm: &ConfigMap, key: Option<&str>) -> FlagsView {
     }
 }
 
-pub fn statuses(store: &FlagStore) -> Vec<FlagStatus> {
-    store
-        .summaries()
-        .into_iter()
-        .map(|s| FlagStatus {
-            key: s.key,
-            state: match s.state {
-                crate::flags::FlagState::Enabled => FlagState::Enabled,
-                crate::flags::FlagState::Disabled => FlagState::Disabled,
-            },
-            default_variant: s.default_variant,
-            variants: s.variants.into_iter().map(|(n, _)| n).collect(),
-            has_targeting: s.has_targeting,
-        })
-        .collect()
-}
-
 /// The flag file with one flag changed; it must parse before and after.
 pub fn edit(
     text: &str,
@@ -80,10 +62,6 @@ pub fn edit(
 ) -> Result<String, String> {
     let mut store = FlagStore::from_json(text).map_err(|e| e.to_string())?;
     if let Some(s) = state {
-        let s = match s {
-            FlagState::Enabled => crate::flags::FlagState::Enabled,
-            FlagState::Disabled => crate::flags::FlagState::Disabled,
-        };
         store = store.with_state(key, s).map_err(|e| e.to_string())?;
     }
     if let Some(v) = variant {
@@ -116,7 +94,7 @@ mod tests {
         let store = FlagStore::from_json(&after).unwrap();
         assert_eq!(
             store.summary("new-checkout").unwrap().state,
-            crate::flags::FlagState::Enabled
+            FlagState::Enabled
         );
         assert!(edit(text, "ghost", Some(FlagState::Enabled), None).is_err());
         assert!(edit(text, "new-checkout", None, Some("purple")).is_err());
