@@ -21,6 +21,7 @@ use self::envfile::{ConfirmPolicy, EnvDef, EnvKind};
 use crate::domain::action::weights_text;
 use crate::domain::status::flip_target;
 use crate::domain::{Action, Check, FaultSpec, FlagState, GatewayStatus, Outcome};
+use crate::gateway::config::GatewayConfig;
 use crate::gateway::secrets;
 
 /// One environment the cockpit can act on.
@@ -419,14 +420,7 @@ pub async fn plan(
                 "revision is in the history",
                 format!("revision {target}: {}", rec.info.description),
             ));
-            let (b, a) = changed_splits(
-                status.routes.iter().map(|r| (&r.name, &r.split)).collect(),
-                rec.config
-                    .routes
-                    .iter()
-                    .map(|r| (&r.name, &r.split))
-                    .collect(),
-            );
+            let (b, a) = splits_toward(&status, &rec.config);
             let before = format!("revision {}: {b}", status.revision);
             let after = format!("revision {target}: {a}");
             (Request::Rollback { to: target }, before, after)
@@ -443,14 +437,7 @@ pub async fn plan(
                 return Err(PlanError::Invalid("not a gateway environment".into()));
             };
             let rec = gw.revision(*from).await?;
-            let (b, a) = changed_splits(
-                status.routes.iter().map(|r| (&r.name, &r.split)).collect(),
-                rec.config
-                    .routes
-                    .iter()
-                    .map(|r| (&r.name, &r.split))
-                    .collect(),
-            );
+            let (b, a) = splits_toward(&status, &rec.config);
             let before = format!("revision {}: {b}", status.revision);
             let after = format!("revision {from}: {a}");
             (Request::Rollforward, before, after)
@@ -507,6 +494,15 @@ pub async fn plan(
 }
 
 type Splits<'a> = Vec<(&'a String, &'a BTreeMap<String, u32>)>;
+
+/// What moving from `status` to the config of another revision does to the route splits, as
+/// before and after texts.
+fn splits_toward(status: &GatewayStatus, to: &GatewayConfig) -> (String, String) {
+    changed_splits(
+        status.routes.iter().map(|r| (&r.name, &r.split)).collect(),
+        to.routes.iter().map(|r| (&r.name, &r.split)).collect(),
+    )
+}
 
 /// Before and after of the routes whose split differs (a route only on one side counts), so
 /// a confirmation shows what moves rather than every route.
