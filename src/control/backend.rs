@@ -109,6 +109,18 @@ impl Backend {
     }
 }
 
+/// The HTTP client for a control API (a gateway's admin API, the sandbox's control API):
+/// short timeouts, so a dead endpoint shows as an error in the cockpit rather than a hang,
+/// and never a proxy, as these are operators' own endpoints.
+pub(crate) fn control_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+        .no_proxy()
+        .build()
+        .unwrap_or_default()
+}
+
 pub struct GatewayBackend {
     base: String,
     token: Option<Secret>,
@@ -117,16 +129,10 @@ pub struct GatewayBackend {
 
 impl GatewayBackend {
     pub fn new(admin_url: &str, token: Option<Secret>) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(5))
-            .no_proxy()
-            .build()
-            .unwrap_or_default();
         Self {
             base: admin_url.trim_end_matches('/').to_string(),
             token,
-            http,
+            http: control_client(),
         }
     }
 

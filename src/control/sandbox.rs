@@ -1,8 +1,6 @@
 //! The sandbox control API (fault injection), as `control` reaches it. Only a
 //! `signalbox sandbox` has one; its environments file names it under `[sandbox]`.
 
-use std::time::Duration;
-
 use crate::domain::FaultSpec;
 use crate::sandbox::services::Faults;
 
@@ -40,15 +38,9 @@ pub fn from_faults(f: &Faults) -> FaultSpec {
 
 impl SandboxClient {
     pub fn new(control_url: &str) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(5))
-            .no_proxy()
-            .build()
-            .unwrap_or_default();
         Self {
             base: control_url.trim_end_matches('/').to_string(),
-            http,
+            http: super::backend::control_client(),
         }
     }
 
