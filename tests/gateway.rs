@@ -1039,3 +1039,211 @@ routes:
     assert_eq!(up.hits(), 2);
     gw.stop().await;
 }
+
+/// An upstream that switches protocols on `GET /ws` with `Upgrade: websocket` or `h2c`
+/// (and then echoes every byte), and refuses the switch elsewhere with 426. Returns its address and the `Connection` and
+/// `Upgrade` headers of each handshake it saw.
+async fn echo_upstream() -> (String, Arc<std::sync::Mutex<Vec<(String, String)>>>) {
+    use http_body_util::Full;
+    use hyper::body::Incoming;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let log = log.clone();
+            let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                let h = |n: &str| {
+                    req.headers()
+                        .get(n)
+                        .map(|v| v.to_str().unwrap().to_string())
+                        .unwrap_or_default()
+                };
+                log.lock().unwrap().push((h("connection"), h("upgrade")));
+                let protocol = h("upgrade");
+                let switch =
+                    req.uri().path() == "/ws" && matches!(protocol.as_str(), "WebSocket" | "h2c");
+                let resp = if switch {
+                    let on = hyper::upgrade::on(&mut req);
+                    tokio::spawn(async move {
+                        let mut io = TokioIo::new(on.await.unwrap());
+                        let mut buf = [0u8; 64];
+                        while let Ok(n @ 1..) = io.read(&mut buf).await {
+                            io.write_all(&buf[..n]).await.unwrap();
+                        }
+                    });
+                    hyper::Response::builder()
+                        .status(101)
+                        .header("connection", "upgrade")
+                        .header("upgrade", protocol)
+                        .body(Full::new(bytes::Bytes::new()))
+                        .unwrap()
+                } else {
+                    hyper::Response::builder()
+                        .status(426)
+                        .header("content-length", "2")
+                        .body(Full::new(bytes::Bytes::from_static(b"no")))
+                        .unwrap()
+                };
+                async move { Ok::<_, std::convert::Infallible>(resp) }
+            });
+            tokio::spawn(
+                hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(s), svc)
+                    .into_owned(),
+            );
+        }
+    });
+    (addr, seen)
+}
+
+/// Reads one response head (through the blank line) from `s`.
+async fn read_head(s: &mut tokio::net::TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            s.read(&mut b).await.unwrap(),
+            1,
+            "closed mid-head: {head:?}"
+        );
+        head.push(b[0]);
+    }
+    String::from_utf8(head).unwrap().to_ascii_lowercase()
+}
+
+#[tokio::test]
+async fn protocol_switches_are_tunnelled_and_a_refused_one_stays_http() {
+    let (up, seen) = echo_upstream().await;
+    let gw = gateway(&format!(
+        "
+upstreams:
+  echo: {{ targets: [{up}], timeout: 2s }}
+routes:
+  - {{ name: ws, paths: [/], split: {{ echo: 100 }} }}
+"
+    ))
+    .await;
+    let addr = gw
+        .url("/")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let handshake = |path: &str, protocol: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: keep-alive, Upgrade\r\nupgrade: {protocol}\r\n\r\n"
+        )
+    };
+
+    // The switch: 101 with the protocol, then bytes both ways, several times over.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(handshake("/ws", "WebSocket").as_bytes())
+        .await
+        .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket\r\n"), "{head}");
+    assert!(head.contains("connection: upgrade\r\n"), "{head}");
+    assert!(head.contains("x-request-id: "), "{head}");
+    for msg in [
+        &b"ping"[..],
+        b"a longer message, both ways",
+        b"\x00\xffbinary",
+    ] {
+        s.write_all(msg).await.unwrap();
+        let mut back = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
+            .await
+            .expect("the echo comes back through the tunnel")
+            .unwrap();
+        assert_eq!(back, msg);
+    }
+    // The upstream was asked to switch, not told what the client's other options were.
+    assert_eq!(
+        seen.lock().unwrap()[0],
+        ("upgrade".to_string(), "WebSocket".to_string())
+    );
+    // Closing the client closes the tunnel's upstream side too.
+    drop(s);
+
+    // A switch the upstream refuses is an ordinary answer, and the connection stays HTTP.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(handshake("/refuse", "websocket").as_bytes())
+        .await
+        .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("http/1.1 426"), "{head}");
+    assert!(!head.contains("upgrade:"), "{head}");
+    let mut body = [0u8; 2];
+    s.read_exact(&mut body).await.unwrap();
+    assert_eq!(&body, b"no");
+    s.write_all(b"GET /plain HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("http/1.1 426"), "{head}");
+    // A plain request carries no upgrade headers upstream.
+    assert_eq!(seen.lock().unwrap()[2], (String::new(), String::new()));
+
+    // A switch to h2c is not passed on (it would reach the upstream past the routes): the
+    // upstream, which would have switched, sees a plain request and answers it as one.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(handshake("/ws", "h2c").as_bytes())
+        .await
+        .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("http/1.1 426"), "{head}");
+    assert_eq!(seen.lock().unwrap()[3], (String::new(), String::new()));
+
+    // The switch counts as a request in the metrics.
+    let m = client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.lines().any(
+            |l| l.starts_with("signalbox_requests_total") && l.contains("status_class=\"1xx\"")
+        ),
+        "{m}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_protocol_switch_nobody_asked_for_is_a_502() {
+    // An upstream that answers every request with 101.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n")
+                    .await;
+                let _ = s.read(&mut buf).await;
+            });
+        }
+    });
+    let gw = gateway(&format!(
+        "
+upstreams:
+  odd: {{ targets: [{up}], timeout: 2s }}
+routes:
+  - {{ name: odd, paths: [/], split: {{ odd: 100 }} }}
+"
+    ))
+    .await;
+    let r = client().get(gw.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(json(r).await["error"]["code"], "upstream_bad_response");
+    gw.stop().await;
+}

@@ -215,7 +215,9 @@ impl Pool {
             .map_err(SendError::Request)?;
         let addr = self.addr.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            // With upgrades: a `101 Switching Protocols` hands the socket to the tunnel
+            // (`proxy::tunnel`) instead of ending it.
+            if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(target = %addr, error = %e, "upstream connection ended with an error");
             }
         });

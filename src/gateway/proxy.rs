@@ -14,6 +14,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Empty, Full, Limited};
 use hyper::body::{Body, Incoming};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 
 use super::error::json_error;
 use super::filters::cors::is_preflight;
@@ -490,7 +492,23 @@ async fn upstream_request(
 ) -> Response<RespBody> {
     let up: &Upstream = &backend.upstream;
     let path_and_query = upstream_path(&parts.uri, route.strip_prefix, prefix_len);
+    // A client asking to switch protocols comes with hyper's means to take its connection
+    // over; `Upgrade` is hop-by-hop, so the upstream is asked anew. Only to WebSocket: a
+    // switch to anything else (`h2c` above all) would let the client talk to the upstream
+    // past the routes and filters, so such a request goes on as plain HTTP.
+    let mut client_upgrade = parts.extensions.remove::<OnUpgrade>();
+    let protocol = client_upgrade
+        .as_ref()
+        .and_then(|_| parts.headers.get(header::UPGRADE))
+        .filter(|p| p.as_bytes().eq_ignore_ascii_case(b"websocket"))
+        .cloned();
+    if protocol.is_none() {
+        client_upgrade = None;
+    }
     strip_hop_by_hop(&mut parts.headers);
+    if let Some(p) = protocol {
+        ask_to_switch(&mut parts.headers, p);
+    }
     append_forwarded(&mut parts.headers, peer);
     if route.preserve_host
         && !parts.headers.contains_key(header::HOST)
@@ -538,6 +556,9 @@ async fn upstream_request(
                     target.record_failure(&up.passive);
                 } else {
                     target.record_success();
+                }
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    return switch_protocols(ctx, resp, client_upgrade.take(), up, target);
                 }
                 strip_hop_by_hop(resp.headers_mut());
                 return resp.map(Either::Left);
@@ -605,6 +626,71 @@ async fn upstream_request(
                 format!("upstream {} ({target}) failed: {}", up.name, root_cause(&e)),
                 None,
             )
+        }
+    }
+}
+
+fn ask_to_switch(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::UPGRADE, protocol);
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+}
+
+/// The upstream agreed to switch protocols: the client gets the `101`, and once both
+/// connections have switched, a tunnel carries bytes both ways until either side closes.
+fn switch_protocols(
+    ctx: &Ctx,
+    mut resp: Response<PooledBody>,
+    client: Option<OnUpgrade>,
+    up: &Upstream,
+    target: &TargetState,
+) -> Response<RespBody> {
+    let upstream = hyper::upgrade::on(&mut resp);
+    let Some(client) = client else {
+        // Nobody asked: the client would not know what it is talking to next.
+        return error(
+            ctx,
+            StatusCode::BAD_GATEWAY,
+            "upstream_bad_response",
+            format!(
+                "upstream {} ({}) switched protocols unasked",
+                up.name, target.addr
+            ),
+            None,
+        );
+    };
+    let protocol = resp.headers().get(header::UPGRADE).cloned();
+    strip_hop_by_hop(resp.headers_mut());
+    if let Some(p) = protocol {
+        ask_to_switch(resp.headers_mut(), p);
+    }
+    tokio::spawn(tunnel(
+        client,
+        upstream,
+        up.name.clone(),
+        target.addr.clone(),
+    ));
+    resp.map(Either::Left)
+}
+
+/// Copies bytes between a client and an upstream that have both switched protocols. It
+/// lives on the serving thread that answered the handshake, outside any request timeout:
+/// a WebSocket stays open as long as both ends keep it open (or until the gateway stops).
+async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, name: Arc<str>, target: String) {
+    let (client, upstream) = match tokio::join!(client, upstream) {
+        (Ok(c), Ok(u)) => (c, u),
+        (c, u) => {
+            let e = c.err().or(u.err()).map(|e| e.to_string());
+            tracing::debug!(upstream = %name, target, error = ?e, "protocol switch did not complete");
+            return;
+        }
+    };
+    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        Ok((sent, received)) => {
+            tracing::debug!(upstream = %name, target, sent, received, "tunnel closed");
+        }
+        Err(e) => {
+            tracing::debug!(upstream = %name, target, error = %e, "tunnel ended with an error")
         }
     }
 }

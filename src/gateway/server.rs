@@ -139,7 +139,7 @@ async fn serve_handoffs(
         let svc = service_fn(move |req| proxy::handle(state.clone(), client.clone(), req));
         let conn = graceful.watch(
             builder
-                .serve_connection(TokioIo::new(stream), svc)
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                 .into_owned(),
         );
         let (metrics, open) = (metrics.clone(), open.clone());
