@@ -1166,8 +1166,28 @@ routes:
         seen.lock().unwrap()[0],
         ("upgrade".to_string(), "WebSocket".to_string())
     );
-    // Closing the client closes the tunnel's upstream side too.
+    // An open tunnel is an active connection; closing the client ends it.
+    let active = || async {
+        let m = client()
+            .get(gw.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        m.lines()
+            .find_map(|l| l.strip_prefix("signalbox_active_connections "))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(active().await, "1");
     drop(s);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while active().await != "0" {
+        assert!(Instant::now() < deadline, "the tunnel outlived its client");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // A switch the upstream refuses is an ordinary answer, and the connection stays HTTP.
     let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();

@@ -21,6 +21,7 @@ use super::error::json_error;
 use super::filters::cors::is_preflight;
 use super::filters::rate_limit::{Allowance, KeySource};
 use super::filters::{Reject, request_id};
+use super::metrics::GatewayMetrics;
 use super::pool::{PooledBody, SendError};
 use super::router::{Found, path_is_safe, request_host};
 use super::snapshot::{Backend, CompiledGate, Route, Snapshot, StickyKey};
@@ -37,6 +38,8 @@ struct Ctx {
     method: Method,
     origin: Option<HeaderValue>,
     allowance: Option<Allowance>,
+    /// Set by a `101` from the upstream: the protocol switch for `handle` to start.
+    tunnel: Option<Box<Tunnel>>,
 }
 
 /// The client end of a connection, with its `X-Forwarded-For` entry formatted once per
@@ -72,6 +75,7 @@ pub async fn handle(
         method: parts.method.clone(),
         origin: parts.headers.get(header::ORIGIN).cloned(),
         allowance: None,
+        tunnel: None,
     };
     let path = parts.uri.path();
 
@@ -132,37 +136,41 @@ pub async fn handle(
         }
     };
 
-    let mut resp =
-        match request_filter(&snap, route, &mut ctx, &mut parts, peer.addr, preflight).await {
-            Ok(Phase::Continue { sticky_key }) => {
-                let backend = upstream_peer(route, &parts.headers, sticky_key);
-                // Only the access log reads the path after `parts` goes upstream: no copy
-                // when it is off.
-                let uri = if snap.access_log {
-                    parts.uri.clone()
-                } else {
-                    Uri::default()
-                };
-                let mut resp =
-                    upstream_request(route, backend, &ctx, parts, body, prefix_len, &peer).await;
-                response_filter(route, &ctx, resp.headers_mut());
-                finish(&snap, &ctx, Some(route), Some(backend), &mut resp, &uri);
-                return Ok(resp);
+    let mut resp = match request_filter(&snap, route, &mut ctx, &mut parts, peer.addr, preflight)
+        .await
+    {
+        Ok(Phase::Continue { sticky_key }) => {
+            let backend = upstream_peer(route, &parts.headers, sticky_key);
+            // Only the access log reads the path after `parts` goes upstream: no copy
+            // when it is off.
+            let uri = if snap.access_log {
+                parts.uri.clone()
+            } else {
+                Uri::default()
+            };
+            let mut resp =
+                upstream_request(route, backend, &mut ctx, parts, body, prefix_len, &peer).await;
+            if let Some(t) = ctx.tunnel.take() {
+                tokio::spawn(t.run(snap.metrics.clone()));
             }
-            Ok(Phase::Answer(headers)) => {
-                let mut resp = Response::new(Either::Right(Full::default()));
-                *resp.status_mut() = StatusCode::NO_CONTENT;
-                *resp.headers_mut() = headers;
-                resp
-            }
-            Err(reject) => error(
-                &ctx,
-                reject.status,
-                reject.code,
-                reject.message,
-                Some(*reject.headers),
-            ),
-        };
+            response_filter(route, &ctx, resp.headers_mut());
+            finish(&snap, &ctx, Some(route), Some(backend), &mut resp, &uri);
+            return Ok(resp);
+        }
+        Ok(Phase::Answer(headers)) => {
+            let mut resp = Response::new(Either::Right(Full::default()));
+            *resp.status_mut() = StatusCode::NO_CONTENT;
+            *resp.headers_mut() = headers;
+            resp
+        }
+        Err(reject) => error(
+            &ctx,
+            reject.status,
+            reject.code,
+            reject.message,
+            Some(*reject.headers),
+        ),
+    };
     response_filter(route, &ctx, resp.headers_mut());
     finish(&snap, &ctx, Some(route), None, &mut resp, &parts.uri);
     Ok(resp)
@@ -484,7 +492,7 @@ enum Failure {
 async fn upstream_request(
     route: &Route,
     backend: &Backend,
-    ctx: &Ctx,
+    ctx: &mut Ctx,
     mut parts: http::request::Parts,
     body: Incoming,
     prefix_len: usize,
@@ -638,7 +646,7 @@ fn ask_to_switch(headers: &mut HeaderMap, protocol: HeaderValue) {
 /// The upstream agreed to switch protocols: the client gets the `101`, and once both
 /// connections have switched, a tunnel carries bytes both ways until either side closes.
 fn switch_protocols(
-    ctx: &Ctx,
+    ctx: &mut Ctx,
     mut resp: Response<PooledBody>,
     client: Option<OnUpgrade>,
     up: &Upstream,
@@ -663,35 +671,55 @@ fn switch_protocols(
     if let Some(p) = protocol {
         ask_to_switch(resp.headers_mut(), p);
     }
-    tokio::spawn(tunnel(
+    ctx.tunnel = Some(Box::new(Tunnel {
         client,
         upstream,
-        up.name.clone(),
-        target.addr.clone(),
-    ));
+        name: up.name.clone(),
+        target: target.addr.clone(),
+    }));
     resp.map(Either::Left)
 }
 
-/// Copies bytes between a client and an upstream that have both switched protocols. It
-/// lives on the serving thread that answered the handshake, outside any request timeout:
-/// a WebSocket stays open as long as both ends keep it open (or until the gateway stops).
-async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, name: Arc<str>, target: String) {
-    let (client, upstream) = match tokio::join!(client, upstream) {
-        (Ok(c), Ok(u)) => (c, u),
-        (c, u) => {
-            let e = c.err().or(u.err()).map(|e| e.to_string());
-            tracing::debug!(upstream = %name, target, error = ?e, "protocol switch did not complete");
-            return;
+/// Both ends of a protocol switch, handed from `upstream_request` to `handle` (which has
+/// the metrics) to start.
+struct Tunnel {
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    name: Arc<str>,
+    target: String,
+}
+
+impl Tunnel {
+    /// Copies bytes between the client and the upstream once both have switched. It lives
+    /// on the serving thread that answered the handshake, outside any request timeout: a
+    /// WebSocket stays open as long as both ends keep it open (or until the gateway stops),
+    /// and counts as an active connection meanwhile.
+    async fn run(self, metrics: Arc<GatewayMetrics>) {
+        let Self {
+            client,
+            upstream,
+            name,
+            target,
+        } = self;
+        let (client, upstream) = match tokio::join!(client, upstream) {
+            (Ok(c), Ok(u)) => (c, u),
+            (c, u) => {
+                let e = c.err().or(u.err()).map(|e| e.to_string());
+                tracing::debug!(upstream = %name, target, error = ?e, "protocol switch did not complete");
+                return;
+            }
+        };
+        metrics.connection_opened();
+        let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            Ok((sent, received)) => {
+                tracing::debug!(upstream = %name, target, sent, received, "tunnel closed");
+            }
+            Err(e) => {
+                tracing::debug!(upstream = %name, target, error = %e, "tunnel ended with an error")
+            }
         }
-    };
-    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        Ok((sent, received)) => {
-            tracing::debug!(upstream = %name, target, sent, received, "tunnel closed");
-        }
-        Err(e) => {
-            tracing::debug!(upstream = %name, target, error = %e, "tunnel ended with an error")
-        }
+        metrics.connection_closed();
     }
 }
 
