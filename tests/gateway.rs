@@ -1041,7 +1041,8 @@ routes:
 }
 
 /// An upstream that switches protocols on `GET /ws` with `Upgrade: websocket` or `h2c`
-/// (and then echoes every byte), and refuses the switch elsewhere with 426. Returns its address and the `Connection` and
+/// (and then echoes every byte), on `GET /other` to h2c whatever was asked, and refuses the
+/// switch elsewhere with 426. Returns its address and the `Connection` and
 /// `Upgrade` headers of each handshake it saw.
 async fn echo_upstream() -> (String, Arc<std::sync::Mutex<Vec<(String, String)>>>) {
     use http_body_util::Full;
@@ -1064,8 +1065,15 @@ async fn echo_upstream() -> (String, Arc<std::sync::Mutex<Vec<(String, String)>>
                 };
                 log.lock().unwrap().push((h("connection"), h("upgrade")));
                 let protocol = h("upgrade");
-                let switch =
-                    req.uri().path() == "/ws" && matches!(protocol.as_str(), "WebSocket" | "h2c");
+                let path = req.uri().path().to_string();
+                let switch = matches!(path.as_str(), "/ws" | "/other")
+                    && matches!(protocol.as_str(), "WebSocket" | "h2c");
+                // On /other it switches to a protocol nobody asked for.
+                let protocol = if path == "/other" {
+                    "h2c".into()
+                } else {
+                    protocol
+                };
                 let resp = if switch {
                     let on = hyper::upgrade::on(&mut req);
                     tokio::spawn(async move {
@@ -1217,6 +1225,14 @@ routes:
     let head = read_head(&mut s).await;
     assert!(head.starts_with("http/1.1 426"), "{head}");
     assert_eq!(seen.lock().unwrap()[3], (String::new(), String::new()));
+
+    // An upstream switching to another protocol than the one asked for is a bad gateway.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(handshake("/other", "WebSocket").as_bytes())
+        .await
+        .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("http/1.1 502"), "{head}");
 
     // The switch counts as a request in the metrics.
     let m = client()

@@ -508,7 +508,7 @@ async fn upstream_request(
     let protocol = client_upgrade
         .as_ref()
         .and_then(|_| parts.headers.get(header::UPGRADE))
-        .filter(|p| p.as_bytes().eq_ignore_ascii_case(b"websocket"))
+        .filter(|p| is_websocket(p))
         .cloned();
     if protocol.is_none() {
         client_upgrade = None;
@@ -638,6 +638,10 @@ async fn upstream_request(
     }
 }
 
+fn is_websocket(protocol: &HeaderValue) -> bool {
+    protocol.as_bytes().eq_ignore_ascii_case(b"websocket")
+}
+
 fn ask_to_switch(headers: &mut HeaderMap, protocol: HeaderValue) {
     headers.insert(header::UPGRADE, protocol);
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -653,24 +657,23 @@ fn switch_protocols(
     target: &TargetState,
 ) -> Response<RespBody> {
     let upstream = hyper::upgrade::on(&mut resp);
-    let Some(client) = client else {
-        // Nobody asked: the client would not know what it is talking to next.
+    let protocol = resp.headers().get(header::UPGRADE).cloned();
+    // Unasked, or to something other than WebSocket: the client would not know what it is
+    // talking to next, or would be past the routes.
+    let (Some(client), Some(protocol)) = (client, protocol.filter(is_websocket)) else {
         return error(
             ctx,
             StatusCode::BAD_GATEWAY,
             "upstream_bad_response",
             format!(
-                "upstream {} ({}) switched protocols unasked",
+                "upstream {} ({}) switched protocols unasked, or not to WebSocket",
                 up.name, target.addr
             ),
             None,
         );
     };
-    let protocol = resp.headers().get(header::UPGRADE).cloned();
     strip_hop_by_hop(resp.headers_mut());
-    if let Some(p) = protocol {
-        ask_to_switch(resp.headers_mut(), p);
-    }
+    ask_to_switch(resp.headers_mut(), protocol);
     ctx.tunnel = Some(Box::new(Tunnel {
         client,
         upstream,
