@@ -1031,14 +1031,22 @@ impl Importer {
             vec!["http", "https"]
         };
         // Kong's default list says nothing about whether its TLS listener was used.
-        if explicit && protocols.contains(&"https") {
+        if explicit && (protocols.contains(&"https") || protocols.contains(&"wss")) {
             self.any_https = true;
         }
+        let websocket_only = !protocols.iter().any(|p| matches!(*p, "http" | "https"))
+            && protocols.iter().any(|p| matches!(*p, "ws" | "wss"));
         if !protocols.contains(&"http") {
             if protocols.contains(&"https") {
                 self.warn(format!(
                     "{label}: Kong served it over HTTPS only (plain HTTP got a redirect); \
                      signalbox serves it over plain HTTP"
+                ));
+            } else if websocket_only {
+                self.warn(format!(
+                    "{label}: Kong took only WebSocket handshakes on it ({}); signalbox \
+                     tunnels those and answers plain HTTP requests on it too",
+                    protocols.join(", ")
                 ));
             } else {
                 drop.get_or_insert(format!(
@@ -2245,6 +2253,9 @@ services:
       - name: grpc
         paths: [/grpc]
         protocols: [grpc]
+      - name: sockets
+        paths: [/live]
+        protocols: [ws, wss]
       - paths: [/unnamed]
 "#;
         let i = ok(text);
@@ -2259,7 +2270,7 @@ services:
         );
         assert!(!r.strip_prefix && r.preserve_host);
         let names: Vec<&str> = i.config.routes.iter().map(|r| r.name.as_str()).collect();
-        assert_eq!(names, ["mixed", "tls-only", "s-1"]);
+        assert_eq!(names, ["mixed", "tls-only", "sockets", "s-1"]);
         for w in [
             "paths[2] is a regular expression",
             "wildcard host *.example.org",
@@ -2271,6 +2282,7 @@ services:
             "Kong served it over HTTPS only",
             "snis are not supported",
             "route \"grpc\" left out",
+            "route \"sockets\": Kong took only WebSocket handshakes on it (ws, wss)",
             "signalbox serves plain HTTP only",
         ] {
             assert!(has(&i.warnings, w), "missing {w:?} in {:#?}", i.warnings);
