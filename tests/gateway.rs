@@ -1140,18 +1140,32 @@ routes:
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_string();
-    let handshake = |path: &str, protocol: &str| {
-        format!(
-            "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: keep-alive, Upgrade\r\nupgrade: {protocol}\r\n\r\n"
-        )
+    // A new client connection that asks to switch; the response head.
+    let handshake = |path: &'static str, protocol: &'static str| {
+        let addr = addr.clone();
+        async move {
+            let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let req = format!(
+                "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: keep-alive, Upgrade\r\nupgrade: {protocol}\r\n\r\n"
+            );
+            s.write_all(req.as_bytes()).await.unwrap();
+            let head = read_head(&mut s).await;
+            (s, head)
+        }
+    };
+    let metrics = || async {
+        client()
+            .get(gw.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     };
 
     // The switch: 101 with the protocol, then bytes both ways, several times over.
-    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    s.write_all(handshake("/ws", "WebSocket").as_bytes())
-        .await
-        .unwrap();
-    let head = read_head(&mut s).await;
+    let (mut s, head) = handshake("/ws", "WebSocket").await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: websocket\r\n"), "{head}");
     assert!(head.contains("connection: upgrade\r\n"), "{head}");
@@ -1176,15 +1190,9 @@ routes:
     );
     // An open tunnel is an active connection; closing the client ends it.
     let active = || async {
-        let m = client()
-            .get(gw.admin_url("/metrics"))
-            .send()
+        metrics()
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        m.lines()
+            .lines()
             .find_map(|l| l.strip_prefix("signalbox_active_connections "))
             .map(|v| v.trim().to_string())
             .unwrap_or_default()
@@ -1198,11 +1206,7 @@ routes:
     }
 
     // A switch the upstream refuses is an ordinary answer, and the connection stays HTTP.
-    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    s.write_all(handshake("/refuse", "websocket").as_bytes())
-        .await
-        .unwrap();
-    let head = read_head(&mut s).await;
+    let (mut s, head) = handshake("/refuse", "websocket").await;
     assert!(head.starts_with("http/1.1 426"), "{head}");
     assert!(!head.contains("upgrade:"), "{head}");
     let mut body = [0u8; 2];
@@ -1218,31 +1222,16 @@ routes:
 
     // A switch to h2c is not passed on (it would reach the upstream past the routes): the
     // upstream, which would have switched, sees a plain request and answers it as one.
-    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    s.write_all(handshake("/ws", "h2c").as_bytes())
-        .await
-        .unwrap();
-    let head = read_head(&mut s).await;
+    let (_h2c, head) = handshake("/ws", "h2c").await;
     assert!(head.starts_with("http/1.1 426"), "{head}");
     assert_eq!(seen.lock().unwrap()[3], (String::new(), String::new()));
 
     // An upstream switching to another protocol than the one asked for is a bad gateway.
-    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    s.write_all(handshake("/other", "WebSocket").as_bytes())
-        .await
-        .unwrap();
-    let head = read_head(&mut s).await;
+    let (_other, head) = handshake("/other", "WebSocket").await;
     assert!(head.starts_with("http/1.1 502"), "{head}");
 
     // The switch counts as a request in the metrics.
-    let m = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = metrics().await;
     assert!(
         m.lines().any(
             |l| l.starts_with("signalbox_requests_total") && l.contains("status_class=\"1xx\"")
