@@ -70,6 +70,113 @@ async fn slowloris_is_cut_off_by_the_header_timeout() {
     still_serving(&gw).await;
 }
 
+/// Reads one `Content-Length` response (the test upstream's JSON) off a keep-alive socket.
+async fn read_response(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let text = String::from_utf8_lossy(&out).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_owned)
+                })
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if body.len() >= len {
+                return text;
+            }
+        }
+        assert!(Instant::now() < deadline, "no whole response: {text}");
+        let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+            .await
+            .expect("the response stalled")
+            .unwrap();
+        assert!(n > 0, "closed mid-response: {text}");
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_has_the_header_timeout_between_requests() {
+    let (_up, gw) = setup().await;
+    let mut s = TcpStream::connect(gw.running().addr).await.unwrap();
+    let req = b"GET /api/a HTTP/1.1\r\nHost: x\r\n\r\n";
+    s.write_all(req).await.unwrap();
+    assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    // Within the timeout, the connection takes its next request.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    s.write_all(req).await.unwrap();
+    assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    // Idle for longer, it is closed: not before the timeout, and not much after.
+    let idle = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+        .await
+        .expect("an idle connection was kept past the header timeout")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "{}", String::from_utf8_lossy(&buf[..n]));
+    let waited = idle.elapsed();
+    assert!(
+        waited >= Duration::from_millis(950) && waited < Duration::from_millis(2000),
+        "closed after {waited:?} idle"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_upload_and_a_slow_download_outlast_the_header_timeout() {
+    // An upstream that answers in chunks over 2 s, twice the gateway's header timeout.
+    let slow = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let slow_addr = slow.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut c, _) = slow.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = c.read(&mut buf).await.unwrap();
+        c.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .await
+            .unwrap();
+        for i in 0..10 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            c.write_all(format!("2\r\n{i}\n\r\n").as_bytes())
+                .await
+                .unwrap();
+        }
+        c.write_all(b"0\r\n\r\n").await.unwrap();
+    });
+    let up = upstream("up").await;
+    let yaml = format!(
+        "server: {{ header_read_timeout: 1s }}\nupstreams:\n  up: {{ targets: [{}] }}\n  slow: {{ targets: [{slow_addr}] }}\nroutes:\n  - {{ name: api, paths: [/api], split: {{ up: 1 }} }}\n  - {{ name: feed, paths: [/feed], split: {{ slow: 1 }} }}\n",
+        up.target()
+    );
+    let gw = gateway(&yaml).await;
+
+    let mut s = TcpStream::connect(gw.running().addr).await.unwrap();
+    s.write_all(b"POST /api/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.write_all(b"u").await.unwrap();
+    }
+    let answer = read_response(&mut s).await;
+    assert!(started.elapsed() > Duration::from_millis(1500));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"body_len\":20"), "{answer}");
+
+    let started = Instant::now();
+    let feed = reqwest::get(gw.url("/feed")).await.unwrap();
+    assert_eq!(feed.status(), 200);
+    let body = feed.text().await.unwrap();
+    assert!(started.elapsed() > Duration::from_millis(1500));
+    assert_eq!(body, "0\n1\n2\n3\n4\n5\n6\n7\n8\n9\n");
+    server.await.unwrap();
+}
+
 #[tokio::test]
 async fn invalid_methods_and_request_lines_are_400() {
     let (up, gw) = setup().await;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use futures_util::TryFutureExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -22,6 +23,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::config::ServerConfig;
+use super::head_timeout::{HeadTimeouts, Timed};
+use super::metrics::GatewayMetrics;
 use super::proxy;
 use super::state::GatewayState;
 
@@ -124,8 +127,16 @@ async fn serve_handoffs(
 ) {
     let builder = connection_builder(&cfg);
     let graceful = GracefulShutdown::new();
+    let mut heads = HeadTimeouts::new(cfg.header_read_timeout.0);
     let metrics = state.shared.metrics.clone();
-    while let Some((stream, peer)) = rx.recv().await {
+    loop {
+        let (stream, peer) = tokio::select! {
+            handoff = rx.recv() => match handoff {
+                Some(h) => h,
+                None => break,
+            },
+            () = heads.tick() => continue,
+        };
         let stream = match TcpStream::from_std(stream) {
             Ok(s) => s,
             Err(e) => {
@@ -136,27 +147,55 @@ async fn serve_handoffs(
         };
         let state = state.clone();
         let client = proxy::Peer::new(peer, index);
-        let svc = service_fn(move |req| proxy::handle(state.clone(), client.clone(), req));
+        let clock = heads.clock();
+        let service_clock = clock.clone();
+        let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            service_clock.head_arrived(req.version());
+            let clock = service_clock.clone();
+            proxy::handle(state.clone(), client.clone(), req)
+                .map_ok(move |resp| resp.map(|body| Timed::new(body, clock)))
+        });
         let conn = graceful.watch(
             builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                 .into_owned(),
         );
-        let (metrics, open) = (metrics.clone(), open.clone());
-        metrics.connection_opened();
-        tokio::spawn(async move {
+        // Counted out on drop, so a connection closed by the head timeout is too.
+        let counted = Counted::new(metrics.clone(), open.clone());
+        let task = tokio::spawn(async move {
+            let _counted = counted;
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "client connection ended with an error");
             }
-            metrics.connection_closed();
-            open.fetch_sub(1, Ordering::Relaxed);
         });
+        heads.watch(clock, task.abort_handle());
     }
     tokio::select! {
         _ = graceful.shutdown() => tracing::debug!(thread = index, "client connections drained"),
         _ = tokio::time::sleep(cfg.shutdown_timeout.0) => {
             tracing::warn!(thread = index, timeout = ?cfg.shutdown_timeout.0, "drain timed out; closing remaining connections");
         }
+        () = heads.run() => {}
+    }
+}
+
+/// An open client connection, as the metrics and the acceptor's balancing count it.
+struct Counted {
+    metrics: Arc<GatewayMetrics>,
+    open: Arc<AtomicUsize>,
+}
+
+impl Counted {
+    fn new(metrics: Arc<GatewayMetrics>, open: Arc<AtomicUsize>) -> Self {
+        metrics.connection_opened();
+        Self { metrics, open }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.metrics.connection_closed();
+        self.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -164,8 +203,8 @@ fn connection_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(cfg.header_read_timeout.0)
+        // The header read timeout is kept per serving thread (`head_timeout`), not by hyper.
+        .header_read_timeout(None)
         // hyper answers 431 when the head outgrows its buffer; 8 KiB is its floor.
         // Left at hyper's default of 100 headers (431 above): setting it, even to 100,
         // moves hyper's parser onto a path that initialises the header array per request.
