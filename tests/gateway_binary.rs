@@ -165,8 +165,20 @@ async fn sighup_and_file_change_reload_and_a_bad_file_keeps_the_old_config() {
             .clone()
     };
     assert_eq!(who().await, "blue");
+    let revisions = || async {
+        c.get(format!("http://127.0.0.1:{admin_port}/admin/revisions"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Vec<serde_json::Value>>()
+            .await
+            .unwrap()
+            .len()
+    };
+    assert_eq!(revisions().await, 1);
 
-    // A file change is picked up by the watcher.
+    // A file change is picked up by the watcher, once: the reload reading the file must not
+    // set off another one.
     write(0, 100);
     let t = Instant::now();
     while who().await != "green" {
@@ -177,6 +189,22 @@ async fn sighup_and_file_change_reload_and_a_bad_file_keeps_the_old_config() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        revisions().await,
+        2,
+        "one save, one revision; log:\n{}",
+        p.log()
+    );
+    // A SIGHUP with the file as it is running is no new revision.
+    p.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(revisions().await, 2);
+    assert!(
+        p.log().contains("unchanged, no new revision"),
+        "{}",
+        p.log()
+    );
     // A broken file is refused; traffic keeps flowing on the old config.
     std::fs::write(
         &cfg,
@@ -202,6 +230,8 @@ async fn sighup_and_file_change_reload_and_a_bad_file_keeps_the_old_config() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(revisions().await, 3, "{}", p.log());
 }
 
 #[tokio::test]

@@ -68,6 +68,13 @@ pub enum ChangeError {
     Storage(String),
 }
 
+/// What a reload from the config file did.
+pub enum Reloaded {
+    Applied(RevisionInfo, Arc<Snapshot>),
+    /// The file is what is running: no new revision (the one still running is given).
+    Unchanged(u64),
+}
+
 /// Addresses given on the command line; they win over every config that comes later.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Overrides {
@@ -385,6 +392,15 @@ impl GatewayState {
             text.as_deref(),
             flags,
         )?;
+        // A reload that finds what is already running (a save without edits, a SIGHUP) is
+        // not a new revision: it would push real ones out of the history.
+        if matches!(change, Change::Reload { .. })
+            && snap.hash == cur.hash
+            && snap.flags.as_ref().map(|f| f.to_json()) == cur.flags.as_ref().map(|f| f.to_json())
+            && let Some(head) = store.head()
+        {
+            return Ok((head.info.clone(), cur));
+        }
         let record = new_record(&store, &req.actor, description, change, &snap);
         let info = record.info.clone();
         store
@@ -399,15 +415,19 @@ impl GatewayState {
         Ok((info, snap))
     }
 
-    /// Re-reads the config file as a new revision. A bad file leaves everything as it was.
-    pub fn reload_from_file(
-        &self,
-        actor: &str,
-    ) -> Result<(RevisionInfo, Arc<Snapshot>), ChangeError> {
-        self.change(ChangeRequest {
+    /// Re-reads the config file as a new revision, unless it is what is running already. A
+    /// bad file leaves everything as it was.
+    pub fn reload_from_file(&self, actor: &str) -> Result<Reloaded, ChangeError> {
+        let before = self.snapshot();
+        let (info, snap) = self.change(ChangeRequest {
             actor: actor.into(),
             if_match: None,
             kind: ChangeKind::Reload,
+        })?;
+        Ok(if Arc::ptr_eq(&before, &snap) {
+            Reloaded::Unchanged(info.number)
+        } else {
+            Reloaded::Applied(info, snap)
         })
     }
 
