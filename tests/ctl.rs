@@ -339,6 +339,35 @@ async fn a_dead_admin_api_is_a_clear_error_naming_the_address() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_that_would_send_traffic_to_a_down_upstream_is_refused() {
+    let s = setup("").await;
+    // Blue (live) dies; its failed requests eject it.
+    s._ups[0].kill();
+    for _ in 0..10 {
+        let _ = client().get(s.gw.url("/users")).send().await;
+    }
+    let (code, out, err) = ctl(&s, &["--yes", "flip", "users"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(who(&s, "/users").await, "green");
+
+    // Going back to revision 1 would put every user on blue again.
+    let (code, out, _) = ctl(&s, &["--yes", "rollback"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("FAIL blue is healthy") && out.contains("0/1 targets healthy"),
+        "{out}"
+    );
+    assert_eq!(who(&s, "/users").await, "green");
+    // An outage a rollback does not touch does not hold it up: with blue still down,
+    // undoing a canary step (back to v1 alone, live already) goes ahead.
+    let (code, out, _) = ctl(&s, &["--yes", "canary", "payments", "25"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out, _) = ctl(&s, &["--yes", "rollback"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("blue is healthy"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_flips_and_rollbacks_under_load_fail_no_request() {
     let s = setup("").await;
     let cfg = envfile::load(&s.envfile).unwrap();

@@ -420,6 +420,12 @@ pub async fn plan(
                 "revision is in the history",
                 format!("revision {target}: {}", rec.info.description),
             ));
+            health_checks(
+                &status,
+                &def.name,
+                newly_live(&status, &rec.config),
+                &mut checks,
+            );
             let (b, a) = splits_toward(&status, &rec.config);
             let before = format!("revision {}: {b}", status.revision);
             let after = format!("revision {target}: {a}");
@@ -437,6 +443,12 @@ pub async fn plan(
                 return Err(PlanError::Invalid("not a gateway environment".into()));
             };
             let rec = gw.revision(*from).await?;
+            health_checks(
+                &status,
+                &def.name,
+                newly_live(&status, &rec.config),
+                &mut checks,
+            );
             let (b, a) = splits_toward(&status, &rec.config);
             let before = format!("revision {}: {b}", status.revision);
             let after = format!("revision {from}: {a}");
@@ -561,14 +573,35 @@ fn split_plan(
     let r = status
         .route(route)
         .ok_or_else(|| PlanError::Invalid(format!("no route {route:?} in {}", def.name)))?;
-    for (up, w) in &weights {
-        if *w == 0 {
-            continue;
-        }
+    let live = weights
+        .iter()
+        .filter(|(_, w)| **w > 0)
+        .map(|(up, _)| up.as_str());
+    health_checks(status, &def.name, live, checks);
+    let before = format!("{route}: {}", weights_text(&r.split));
+    let after = format!("{route}: {}", weights_text(&weights));
+    Ok((
+        Request::SetSplit {
+            route: route.to_string(),
+            weights,
+        },
+        before,
+        after,
+    ))
+}
+
+/// One check per upstream that a change sends traffic to: it must have a healthy target.
+fn health_checks<'a>(
+    status: &GatewayStatus,
+    env: &str,
+    upstreams: impl IntoIterator<Item = &'a str>,
+    checks: &mut Vec<Check>,
+) {
+    for up in upstreams {
         checks.push(match status.upstream(up) {
             None => Check::fail(
                 format!("{up} exists"),
-                format!("{} has no upstream {up:?}", def.name),
+                format!("{env} has no upstream {up:?} running now, so its health is unknown"),
             ),
             Some(u) if u.healthy_targets() == 0 => Check::fail(
                 format!("{up} is healthy"),
@@ -584,16 +617,26 @@ fn split_plan(
             ),
         });
     }
-    let before = format!("{route}: {}", weights_text(&r.split));
-    let after = format!("{route}: {}", weights_text(&weights));
-    Ok((
-        Request::SetSplit {
-            route: route.to_string(),
-            weights,
-        },
-        before,
-        after,
-    ))
+}
+
+/// The upstreams that going back (or forward) to `to` gives traffic on a route whose split
+/// changes: those a rollback must not send users to while they are down. Upstreams already
+/// live stay out, so a rollback is not held up by an outage it does not touch.
+fn newly_live<'a>(status: &GatewayStatus, to: &'a GatewayConfig) -> Vec<&'a str> {
+    let mut ups: Vec<&str> = to
+        .routes
+        .iter()
+        .flat_map(|r| {
+            let now = status.route(&r.name).map(|n| &n.split);
+            r.split.iter().filter(move |(up, w)| {
+                **w > 0 && now.and_then(|n| n.get(*up)).is_none_or(|cur| *cur == 0)
+            })
+        })
+        .map(|(up, _)| up.as_str())
+        .collect();
+    ups.sort_unstable();
+    ups.dedup();
+    ups
 }
 
 /// Applies a plan the operator confirmed (or refuses it if a check failed), verifies the
