@@ -1272,3 +1272,67 @@ routes:
     assert_eq!(json(r).await["error"]["code"], "upstream_bad_response");
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn clients_are_answered_in_their_own_http_version_whatever_the_upstream_speaks() {
+    // An HTTP/1.0 upstream: one answer per connection, then it closes.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = l.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        for _ in 0..4 {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nold")
+                .await;
+        }
+    });
+    let gw = gateway(&format!(
+        "
+upstreams:
+  old: {{ targets: [{up}], timeout: 2s }}
+routes:
+  - {{ name: old, paths: [/], split: {{ old: 100 }} }}
+"
+    ))
+    .await;
+    // An HTTP/1.1 client keeps its connection across requests.
+    let mut s = tokio::net::TcpStream::connect(gw.running().addr)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(b"old\r\n0\r\n\r\n") {
+            let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+                .await
+                .expect("the answer stalled")
+                .unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+        assert!(text.starts_with("http/1.1 200 ok\r\n"), "{text}");
+        assert!(!text.contains("connection: close"), "{text}");
+    }
+    // An HTTP/1.0 client is answered in HTTP/1.0.
+    let mut s = tokio::net::TcpStream::connect(gw.running().addr)
+        .await
+        .unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut got)).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("HTTP/1.0 200 OK\r\n") && text.ends_with("old"),
+        "{text}"
+    );
+    gw.stop().await;
+    server.abort();
+}

@@ -569,6 +569,10 @@ async fn upstream_request(
                     return switch_protocols(ctx, resp, client_upgrade.take(), up, target);
                 }
                 strip_hop_by_hop(resp.headers_mut());
+                // The client is answered in its own HTTP version (hyper steps down to 1.0
+                // for a 1.0 client), not in the upstream's: an HTTP/1.0 upstream must not
+                // cost HTTP/1.1 clients their keep-alive.
+                *resp.version_mut() = Version::HTTP_11;
                 return resp.map(Either::Left);
             }
             Ok(Err(e)) => {
@@ -673,6 +677,7 @@ fn switch_protocols(
         );
     };
     strip_hop_by_hop(resp.headers_mut());
+    *resp.version_mut() = Version::HTTP_11;
     ask_to_switch(resp.headers_mut(), protocol);
     ctx.tunnel = Some(Box::new(Tunnel {
         client,
