@@ -86,12 +86,14 @@ fn the_cockpit_in_tmux_steps_a_canary_flips_prod_rolls_back_injects_a_fault_and_
     let base = free_base();
     let dir = tempfile::tempdir().expect("temp dir");
     let state: PathBuf = dir.path().join("state");
+    let run: PathBuf = dir.path().join("run");
     // The shell reports the exit status on the screen once the cockpit is gone, then
     // lingers so the terminal's state can be read from a live pane.
     let tmux = Tmux::start(
         "e2e-cockpit",
         &format!(
-            "{BIN} sandbox --port-base {base} --rps 5 --state-dir {}; echo EXIT=$?; sleep 30",
+            "XDG_RUNTIME_DIR={} {BIN} sandbox --port-base {base} --rps 5 --state-dir {}; echo EXIT=$?; sleep 30",
+            run.display(),
             state.display()
         ),
         80,
@@ -103,6 +105,24 @@ fn the_cockpit_in_tmux_steps_a_canary_flips_prod_rolls_back_injects_a_fault_and_
     // 1. The overview: every environment as a tab, the routes of the first.
     let s = tmux.wait_for(&["1 dev", "2 stage", "3 prod", "payments", "connected"], 30);
     assert!(s.contains("users"), "{s}");
+    // Another terminal finds the running sandbox without --config.
+    let ctl = |run: &PathBuf| {
+        std::process::Command::new(BIN)
+            .args(["ctl", "--env", "stage", "status"])
+            .current_dir(dir.path())
+            .env("XDG_RUNTIME_DIR", run)
+            .env("XDG_CONFIG_HOME", dir.path().join("no-config"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("ctl runs")
+    };
+    let out = ctl(&run);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("stage  revision"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // 2. Stage asks yes/no: step the payments canary (25% → 35%) and confirm.
     tmux.type_keys("2");
@@ -175,6 +195,9 @@ fn the_cockpit_in_tmux_steps_a_canary_flips_prod_rolls_back_injects_a_fault_and_
     let s = tmux.screen();
     assert!(s.contains("EXIT=0"), "{s}");
     assert!(s.contains("signalbox sandbox: three environments"), "{s}");
+    // Gone with the sandbox: the link no longer leads anywhere.
+    assert!(!run.join("signalbox/sandbox.toml").exists());
+    assert!(!ctl(&run).status.success());
 }
 
 /// Port bases of the walkthrough test (26000–27999; each sandbox takes base..base+300).

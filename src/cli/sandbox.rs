@@ -125,8 +125,12 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<i32> {
         }
     } else {
         // The cockpit on the sandbox's own environments; quitting it stops the sandbox.
-        let cfg = envfile::load(std::path::Path::new(&sandbox.endpoints.config))
-            .map_err(|e| anyhow::anyhow!(e))?;
+        let config = std::path::Path::new(&sandbox.endpoints.config);
+        let cfg = envfile::load(config).map_err(|e| anyhow::anyhow!(e))?;
+        // The cockpit covers the screen, so other terminals find the sandbox by this link.
+        let link = envfile::SandboxLink::create(config)
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot link the environments file for other terminals"))
+            .ok();
         let opts = crate::tui::TuiOptions {
             env: None,
             read_only: false,
@@ -136,8 +140,10 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<i32> {
         if let Err(e) = crate::tui::run(cfg, opts).await {
             eprintln!("signalbox: {e:#}");
         }
+        drop(link);
+        let kept = temp.is_none() || args.keep_state;
         let mut out = std::io::stdout().lock();
-        print_goodbye(&mut out, &sandbox)?;
+        print_goodbye(&mut out, &sandbox, kept)?;
     }
     sandbox.shutdown().await;
     match temp {
@@ -151,7 +157,7 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn print_goodbye(out: &mut impl Write, s: &RunningSandbox) -> std::io::Result<()> {
+fn print_goodbye(out: &mut impl Write, s: &RunningSandbox, kept: bool) -> std::io::Result<()> {
     let e = &s.endpoints;
     writeln!(
         out,
@@ -161,22 +167,23 @@ fn print_goodbye(out: &mut impl Write, s: &RunningSandbox) -> std::io::Result<()
     for (name, env) in &e.envs {
         writeln!(out, "{:<6} {:<24} {:<24}", name, env.gateway, env.admin)?;
     }
-    writeln!(out, "\nenvironments file: {}", e.config)?;
-    writeln!(out, "\nNext time, from another terminal while it runs:")?;
+    if kept {
+        writeln!(out, "\nenvironments file: {}", e.config)?;
+    } else {
+        writeln!(
+            out,
+            "\nenvironments file: removed with the sandbox's temporary state (keep it with --state-dir DIR or --keep-state)"
+        )?;
+    }
     writeln!(
         out,
-        "  signalbox ctl --config {} --env stage status",
-        e.config
+        "\nNext time, from another terminal while it runs (no --config needed: they find the\nrunning sandbox, unless ./signalbox.toml exists):"
     )?;
+    writeln!(out, "  signalbox ctl --env stage status")?;
+    writeln!(out, "  signalbox ctl --env dev flip users")?;
     writeln!(
         out,
-        "  signalbox ctl --config {} --env dev flip users",
-        e.config
-    )?;
-    writeln!(
-        out,
-        "  signalbox sandbox fault --config {} --env dev --service payments --version v2 --error-rate 0.3",
-        e.config
+        "  signalbox sandbox fault --env dev --service payments --version v2 --error-rate 0.3"
     )?;
     writeln!(
         out,
@@ -192,7 +199,7 @@ fn print_goodbye(out: &mut impl Write, s: &RunningSandbox) -> std::io::Result<()
 async fn fault(a: FaultArgs) -> anyhow::Result<i32> {
     let path = envfile::find(a.config.as_deref()).ok_or_else(|| {
         anyhow::anyhow!(
-            "no environments file: pass --config with the path `signalbox sandbox` printed"
+            "no environments file: pass --config with the path `signalbox sandbox --no-tui` printed, or start `signalbox sandbox` (its cockpit is found without --config)"
         )
     })?;
     let cfg = envfile::load(&path).map_err(|e| anyhow::anyhow!(e))?;

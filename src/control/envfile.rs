@@ -264,7 +264,8 @@ impl CockpitConfig {
     }
 }
 
-/// `--config`, else `./signalbox.toml`, else `$XDG_CONFIG_HOME/signalbox/config.toml`.
+/// `--config`, else `./signalbox.toml`, else `$XDG_CONFIG_HOME/signalbox/config.toml`, else
+/// the environments file of a `signalbox sandbox` running its cockpit ([`sandbox_link`]).
 pub fn find(explicit: Option<&Path>) -> Option<PathBuf> {
     if let Some(p) = explicit {
         return Some(p.to_path_buf());
@@ -277,7 +278,56 @@ pub fn find(explicit: Option<&Path>) -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
     let p = base.join("signalbox").join("config.toml");
-    p.exists().then_some(p)
+    if p.exists() {
+        return Some(p);
+    }
+    // `exists` follows the link: one left by a sandbox that was killed points nowhere.
+    sandbox_link().filter(|l| l.exists())
+}
+
+/// Where a sandbox running its cockpit links its environments file, so that `ctl`, `walk`
+/// and `sandbox fault` in another terminal find it while the cockpit covers the screen:
+/// `$XDG_RUNTIME_DIR/signalbox/sandbox.toml`, else `~/.local/state/signalbox/sandbox.toml`.
+pub fn sandbox_link() -> Option<PathBuf> {
+    let dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
+    Some(dir.join("signalbox").join("sandbox.toml"))
+}
+
+/// The link from [`sandbox_link`] to a running sandbox's environments file; removed on drop
+/// unless another sandbox has taken it over since.
+pub struct SandboxLink {
+    link: PathBuf,
+    target: PathBuf,
+}
+
+impl SandboxLink {
+    pub fn create(target: &Path) -> std::io::Result<Self> {
+        let link = sandbox_link().ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "neither XDG_RUNTIME_DIR nor HOME is set",
+            )
+        })?;
+        if let Some(dir) = link.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let target = std::path::absolute(target)?;
+        // The newest sandbox wins: a link left by one that was killed is replaced.
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&target, &link)?;
+        Ok(Self { link, target })
+    }
+}
+
+impl Drop for SandboxLink {
+    fn drop(&mut self) {
+        if std::fs::read_link(&self.link).is_ok_and(|t| t == self.target) {
+            let _ = std::fs::remove_file(&self.link);
+        }
+    }
 }
 
 pub fn load(path: &Path) -> Result<CockpitConfig, String> {
