@@ -261,6 +261,12 @@ async fn the_sandbox_end_to_end() {
     assert_eq!(code, 0, "{out}");
     let (_, v) = get(&format!("{}/api/users/7", gw("stage")), &[]).await;
     assert_eq!(v["version"], "blue");
+    // Search has only a header canary: a canary step gives its upstream weight too.
+    let (code, out) = run(&[
+        "ctl", "--config", &config, "--env", "dev", "--yes", "canary", "search", "10",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("search-v1 90 / search-v2 10"), "{out}");
 
     // SIGTERM: everything stops within 2 s, exit 0, ports released.
     Command::new("kill")

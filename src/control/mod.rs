@@ -307,7 +307,7 @@ pub async fn plan(
             let r = status
                 .route(route)
                 .ok_or_else(|| PlanError::Invalid(format!("no route {route:?} in {}", def.name)))?;
-            let (stable, canary) = r.canary_pair().ok_or_else(|| PlanError::Invalid(format!("route {route:?} has no canary side (set `canary:` on the route, or a header canary)")))?;
+            let (stable, canary) = r.canary_step_sides().ok_or_else(|| PlanError::Invalid(format!("route {route:?} has no canary side (set `canary:` on the route, or a header canary)")))?;
             if *percent > 100 {
                 return Err(PlanError::Invalid(format!(
                     "a canary weight is a percentage, 0 to 100; got {percent}"

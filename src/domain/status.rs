@@ -86,6 +86,21 @@ impl RouteStatus {
         let stable = self.split.keys().find(|k| k.as_str() != canary)?;
         Some((stable.as_str(), canary))
     }
+
+    /// The (stable, canary) a canary step moves weight between: [`Self::canary_pair`], or for
+    /// a route with one upstream and a header canary, that upstream and the header canary's
+    /// (which the step then adds to the split).
+    pub fn canary_step_sides(&self) -> Option<(&str, &str)> {
+        if let Some(pair) = self.canary_pair() {
+            return Some(pair);
+        }
+        let by_header = self.canary_by_header.as_ref()?.upstream.as_str();
+        let mut ups = self.split.keys();
+        match (ups.next(), ups.next()) {
+            (Some(only), None) if only != by_header => Some((only.as_str(), by_header)),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -232,5 +247,26 @@ mod tests {
         let r = route(&[("v1", 3), ("v2", 1)], Some("v2"));
         assert_eq!(r.percent("v2"), 25);
         assert_eq!(r.canary_pair(), Some(("v1", "v2")));
+    }
+
+    #[test]
+    fn a_header_canary_is_what_a_canary_step_moves_weight_to() {
+        let header = |up: &str| HeaderCanaryStatus {
+            name: "X-Canary".into(),
+            value: "true".into(),
+            upstream: up.into(),
+        };
+        let mut r = route(&[("v1", 100)], None);
+        assert_eq!(r.canary_step_sides(), None);
+        r.canary_by_header = Some(header("v2"));
+        assert_eq!(r.canary_step_sides(), Some(("v1", "v2")));
+        // Two live upstreams besides: which one gives way is not clear, so there is none.
+        let mut r = route(&[("blue", 100), ("green", 0)], None);
+        r.canary_by_header = Some(header("v2"));
+        assert_eq!(r.canary_step_sides(), None);
+        // A declared canary wins.
+        let mut r = route(&[("v1", 90), ("v2", 10)], Some("v2"));
+        r.canary_by_header = Some(header("v3"));
+        assert_eq!(r.canary_step_sides(), Some(("v1", "v2")));
     }
 }
