@@ -230,11 +230,10 @@ async fn split_flip_conflict_rollback_rollforward_and_config_replace() {
         .await
         .unwrap();
     assert_eq!(r.status(), 422);
-    assert!(
-        json(r).await["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("unknown upstream \"purple\"")
+    // About the request, not a line of the config file it never touched.
+    assert_eq!(
+        json(r).await["error"]["message"],
+        "routes[0].split.purple: unknown upstream \"purple\"; known: blue, green"
     );
 
     // Rollback (to the previous revision by default) restores its exact config.
@@ -313,6 +312,8 @@ async fn split_flip_conflict_rollback_rollforward_and_config_replace() {
     let v = json(r).await;
     assert_eq!(v["error"]["issues"][0]["path"], "routes[0].split.ghost");
     assert_eq!(v["error"]["issues"][0]["line"], 3);
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("<request>:3:"), "{message}");
     let good = std::fs::read_to_string(&gw.config_path)
         .unwrap()
         .replace("blue: 100, green: 0", "blue: 50, green: 50");

@@ -376,22 +376,23 @@ impl GatewayState {
                 cur.config.listen, cur.config.admin.listen
             )));
         }
+        // Problems are placed in the text they came from: the file, or an API request's body.
+        let origin = match (&change, &text) {
+            (Change::ReplaceConfig, Some(_)) => Some(PathBuf::from("<request>")),
+            _ => self.source.clone(),
+        };
         let issues = config::validate(&config);
         if !issues.is_empty() {
-            return Err(locate(issues, self.source.as_ref(), text.as_deref()).into());
+            return Err(locate(issues, origin.as_ref(), text.as_deref()).into());
         }
         if reload_flags {
             // A bad flag file rejects the whole change: the old flags stay.
             flags = load_flags(&config, base_dir.as_deref())
-                .map_err(|(p, m)| locate(vec![(p, m)], self.source.as_ref(), text.as_deref()))?;
+                .map_err(|(p, m)| locate(vec![(p, m)], origin.as_ref(), text.as_deref()))?;
         }
-        let mut snap = compile(
-            config,
-            &self.shared,
-            self.source.as_ref(),
-            text.as_deref(),
-            flags,
-        )?;
+        let mut snap =
+            snapshot::compile(Arc::new(config), &self.shared, base_dir.as_deref(), flags)
+                .map_err(|(p, m)| locate(vec![(p, m)], origin.as_ref(), text.as_deref()))?;
         // A reload that finds what is already running (a save without edits, a SIGHUP) is
         // not a new revision: it would push real ones out of the history.
         if matches!(change, Change::Reload { .. })
@@ -562,7 +563,10 @@ fn locate(
         issues
             .into_iter()
             .map(|(path, message)| {
-                let (line, col) = config::position_of(&positions, &path);
+                let (line, col) = match text {
+                    Some(_) => config::position_of(&positions, &path),
+                    None => (0, 0),
+                };
                 ConfigIssue {
                     file: file.clone(),
                     line,

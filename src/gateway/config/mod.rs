@@ -17,6 +17,7 @@ pub use schema::*;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigIssue {
     pub file: String,
+    /// 0 when the config did not come from a file's text (an admin API change).
     pub line: usize,
     pub col: usize,
     /// Dotted field path, e.g. `routes[1].split.users-green`.
@@ -31,6 +32,10 @@ impl fmt::Display for ConfigIssue {
         } else {
             &self.path
         };
+        if self.line == 0 {
+            // Not from a file (an API request's change): a position would point nowhere.
+            return write!(f, "{path}: {}", self.message);
+        }
         write!(
             f,
             "{}:{}:{}: {}: {}",
