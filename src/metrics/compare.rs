@@ -133,6 +133,11 @@ pub struct Side<'a> {
     pub buckets: Option<&'a [(f64, f64)]>,
 }
 
+/// Requests each side needs before a 5xx regression can fail a comparison that is short of
+/// `min_requests_per_side`, and how much stricter than `alpha` its test must then be.
+const EARLY_MIN_REQUESTS: f64 = 20.0;
+const EARLY_ALPHA_DIVISOR: f64 = 100.0;
+
 /// Judges the canary against the baseline.
 pub fn compare(
     baseline: &Side,
@@ -141,6 +146,8 @@ pub fn compare(
     cfg: &CompareConfig,
 ) -> Comparison {
     let mut fails = Vec::new();
+    // A 5xx regression proven even on little traffic, which need not wait for the rest.
+    let mut overwhelming = false;
     // The first reason some part could not be judged.
     let mut missing: Option<String> = None;
     let (b, c) = (baseline.upstream, canary.upstream);
@@ -170,6 +177,9 @@ pub fn compare(
                 p_value: t.p_value,
             };
             if test.increase > cfg.max_error_ratio_increase && test.p_value < cfg.alpha {
+                overwhelming = nb >= EARLY_MIN_REQUESTS
+                    && nc >= EARLY_MIN_REQUESTS
+                    && test.p_value < cfg.alpha / EARLY_ALPHA_DIVISOR;
                 fails.push(format!(
                     "5xx ratio {:.2}% on {c} vs {:.2}% on {b} (+{:.2} points, allowed +{:.2}; p={:.4})",
                     test.canary_ratio * 100.0,
@@ -237,9 +247,12 @@ pub fn compare(
         }
     }
 
-    // Too little traffic outranks everything: a few requests prove nothing either way.
+    // Too little traffic outranks everything — a few requests prove nothing either way —
+    // except a 5xx regression so clear that a fraction of the data proves it: a canary that
+    // fails every request should not be "not enough data" for 200 requests.
     // A clear regression outranks data missing elsewhere.
     let verdict = match (too_few, missing) {
+        (Some(_), _) if overwhelming => Verdict::Fail { reasons: fails },
         (Some(reason), _) => Verdict::NotEnoughData { reason },
         _ if !fails.is_empty() => Verdict::Fail { reasons: fails },
         (None, Some(reason)) => Verdict::NotEnoughData { reason },
@@ -575,20 +588,36 @@ mod tests {
     }
 
     #[test]
-    fn too_few_requests_is_never_a_pass_or_fail() {
+    fn too_few_requests_is_never_a_pass_and_only_an_overwhelming_regression_fails() {
         let h = hist(&[40.0, 40.0, 15.0, 5.0, 0.0]);
         let c = hist(&[0.0, 0.0, 0.0, 0.0, 100.0]);
-        let cmp = compare(
-            &side("blue", 100.0, 0.0, &h),
-            &side("green", 100.0, 100.0, &c),
-            RoleSource::ByTraffic,
-            &CompareConfig::default(),
-        );
-        match cmp.verdict {
-            Verdict::NotEnoughData { reason } => {
-                assert!(reason.contains("each side needs 200"), "{reason}")
+        let judge = |n: f64, canary_errors: f64| {
+            compare(
+                &side("blue", n, 0.0, &h),
+                &side("green", n, canary_errors, &c),
+                RoleSource::ByTraffic,
+                &CompareConfig::default(),
+            )
+            .verdict
+        };
+        // Every canary request failing, 100 a side: no need to wait for 200.
+        match judge(100.0, 100.0) {
+            Verdict::Fail { reasons } => {
+                assert!(
+                    reasons[0].starts_with("5xx ratio 100.00% on green"),
+                    "{reasons:?}"
+                )
             }
-            v => panic!("expected NotEnoughData, got {v:?}"),
+            v => panic!("expected Fail, got {v:?}"),
+        }
+        // 3 % against 0 % on 100 requests, or everything failing on 10: not proof yet.
+        for (n, errors) in [(100.0, 3.0), (10.0, 10.0)] {
+            match judge(n, errors) {
+                Verdict::NotEnoughData { reason } => {
+                    assert!(reason.contains("each side needs 200"), "{reason}")
+                }
+                v => panic!("{errors}/{n}: expected NotEnoughData, got {v:?}"),
+            }
         }
     }
 
