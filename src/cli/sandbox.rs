@@ -164,7 +164,15 @@ fn print_goodbye(out: &mut impl Write, s: &RunningSandbox, kept: bool) -> std::i
         "signalbox sandbox: three environments with live traffic\n"
     )?;
     writeln!(out, "{:<6} {:<24} {:<24}", "ENV", "GATEWAY", "ADMIN API")?;
-    for (name, env) in &e.envs {
+    // In the order of their ports (dev, stage, prod), not by name.
+    let mut envs: Vec<_> = e.envs.iter().collect();
+    envs.sort_by_key(|(_, env)| {
+        env.gateway
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse::<u16>().ok())
+    });
+    for (name, env) in envs {
         writeln!(out, "{:<6} {:<24} {:<24}", name, env.gateway, env.admin)?;
     }
     if kept {

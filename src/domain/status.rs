@@ -195,11 +195,19 @@ pub fn flip_target(split: &BTreeMap<String, u32>, to: Option<&str>) -> Result<St
             ))
         };
     }
-    if split.len() != 2 {
-        return Err(format!(
-            "this route splits over {} upstreams; name the one to flip to",
-            split.len()
-        ));
+    match split.len() {
+        2 => {}
+        1 => {
+            return Err(format!(
+                "this route has one upstream ({}): there is no other side to flip to",
+                split.keys().next().map_or("", String::as_str)
+            ));
+        }
+        n => {
+            return Err(format!(
+                "this route splits over {n} upstreams; name the one to flip to"
+            ));
+        }
     }
     let sides: Vec<(&String, &u32)> = split.iter().collect();
     let (x, y) = (sides[0], sides[1]);
@@ -221,6 +229,11 @@ mod tests {
         let three: BTreeMap<String, u32> =
             [("a".into(), 1), ("b".into(), 1), ("c".into(), 1)].into();
         assert!(flip_target(&three, None).is_err());
+        let one: BTreeMap<String, u32> = [("v1".into(), 100)].into();
+        assert_eq!(
+            flip_target(&one, None).unwrap_err(),
+            "this route has one upstream (v1): there is no other side to flip to"
+        );
     }
 
     fn route(split: &[(&str, u32)], canary: Option<&str>) -> RouteStatus {

@@ -834,7 +834,8 @@ fn finish(
             route = route.map_or("", |r| &r.name),
             upstream = backend.map_or("", |b| &b.upstream.name),
             status,
-            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            // Whole microseconds: `6.5`, not `6.499752999999999`.
+            latency_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
         );
     }
 }
