@@ -1023,4 +1023,10 @@ async fn a_check_compares_the_track_with_the_source_environment() {
         "{}",
         r.out
     );
+    // It failed before changing anything: nothing was rolled back, and it does not say so.
+    assert!(
+        r.out.contains("stopped before any change") && !r.out.contains("rolled back"),
+        "{}",
+        r.out
+    );
 }

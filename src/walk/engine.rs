@@ -963,8 +963,13 @@ impl<O: Operator> Engine<O> {
     /// first). Rollbacks go through `control` like any change, without asking: the policy
     /// was agreed when the runbook was written. A freeze window does not stop them.
     async fn roll_back(&mut self, cause: Cause, reason: &str) -> Result<(), String> {
-        self.say(format!("rolling back: {reason}"));
         let envs = self.st.changed_envs();
+        let nothing_changed = envs.is_empty();
+        if nothing_changed {
+            self.say(format!("stopping: {reason}; nothing was changed"));
+        } else {
+            self.say(format!("rolling back: {reason}"));
+        }
         let policy = self.rb.rollback.clone();
         let mut errors = Vec::new();
         let already: Vec<String> = self
@@ -1010,6 +1015,10 @@ impl<O: Operator> Engine<O> {
             self.say(line);
         }
         let outcome = match (&policy, errors.is_empty()) {
+            _ if nothing_changed => WalkOutcome::StoppedUnchanged {
+                cause,
+                reason: reason.to_string(),
+            },
             (RollbackPolicy::None, _) if !self.st.changed_envs().is_empty() => {
                 WalkOutcome::Stopped {
                     cause,
@@ -1104,7 +1113,9 @@ impl<O: Operator> Engine<O> {
         let event = match outcome {
             WalkOutcome::Released => NotifyEvent::Released,
             WalkOutcome::RolledBack { .. } => NotifyEvent::RolledBack,
-            WalkOutcome::Stopped { .. } => NotifyEvent::Failed,
+            WalkOutcome::Stopped { .. } | WalkOutcome::StoppedUnchanged { .. } => {
+                NotifyEvent::Failed
+            }
         };
         let headline = match outcome {
             WalkOutcome::RolledBack {

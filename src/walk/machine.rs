@@ -107,6 +107,11 @@ pub enum WalkOutcome {
         cause: Cause,
         reason: String,
     },
+    /// Stopped before it had changed anything, so there was nothing to roll back.
+    StoppedUnchanged {
+        cause: Cause,
+        reason: String,
+    },
     /// Stopped, and not (fully) undone: the policy is `none` or a rollback failed.
     Stopped {
         cause: Cause,
@@ -121,7 +126,11 @@ impl WalkOutcome {
     pub fn exit_code(&self) -> i32 {
         match self {
             WalkOutcome::Released => 0,
-            WalkOutcome::RolledBack { cause, .. } if *cause != Cause::Error => 2,
+            WalkOutcome::RolledBack { cause, .. } | WalkOutcome::StoppedUnchanged { cause, .. }
+                if *cause != Cause::Error =>
+            {
+                2
+            }
             WalkOutcome::Stopped {
                 cause,
                 rollback_error: None,
@@ -135,6 +144,9 @@ impl WalkOutcome {
         match self {
             WalkOutcome::Released => "released".into(),
             WalkOutcome::RolledBack { reason, .. } => format!("rolled back: {reason}"),
+            WalkOutcome::StoppedUnchanged { reason, .. } => {
+                format!("stopped before any change: {reason}; nothing to roll back")
+            }
             WalkOutcome::Stopped {
                 reason,
                 rollback_error: Some(e),
@@ -1149,5 +1161,14 @@ steps:
             rollback_error: Some("down".into()),
         };
         assert_eq!(st.exit_code(), 1);
+        let unchanged = WalkOutcome::StoppedUnchanged {
+            cause: Cause::Step,
+            reason: "step 1 failed".into(),
+        };
+        assert_eq!(unchanged.exit_code(), 2);
+        assert_eq!(
+            unchanged.summary(),
+            "stopped before any change: step 1 failed; nothing to roll back"
+        );
     }
 }
