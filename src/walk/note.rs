@@ -23,18 +23,30 @@ impl HandCommands {
         }
     }
 
-    /// The exact commands that undo the release, most recent environment first.
+    /// The exact commands that undo the release, most recent environment first, as shell
+    /// lines: per environment the runbook's own rollback where `ctl` has it, and (as the
+    /// alternative, labelled so) the revision the environment had before the walkthrough.
     pub fn rollback(&self, st: &WalkState, policy: &RollbackPolicy) -> Vec<String> {
         let mut out = Vec::new();
         for env in st.changed_envs() {
             let ctl = self.ctl(&env);
-            if let Some(rev) = st.start_revisions.get(&env) {
-                out.push(format!("{ctl} rollback --to {rev}"));
+            let own = match policy {
+                RollbackPolicy::Canary(p) => Some(format!("{ctl} canary {} {p}", st.route)),
+                RollbackPolicy::Flip(to) => Some(format!("{ctl} flip {} {to}", st.route)),
+                _ => None,
+            };
+            let revision = st.start_revisions.get(&env);
+            if let Some(cmd) = &own {
+                out.push(format!("# {env}: the runbook's rollback"));
+                out.push(cmd.clone());
             }
-            match policy {
-                RollbackPolicy::Canary(p) => out.push(format!("{ctl} canary {} {p}", st.route)),
-                RollbackPolicy::Flip(to) => out.push(format!("{ctl} flip {} {to}", st.route)),
-                _ => {}
+            if let Some(rev) = revision {
+                out.push(if own.is_some() {
+                    format!("# or, instead: {env} exactly as before the walkthrough (revision {rev}), undoing any other change since")
+                } else {
+                    format!("# {env}: back to revision {rev}, as before the walkthrough")
+                });
+                out.push(format!("{ctl} rollback --to {rev}"));
             }
         }
         out
