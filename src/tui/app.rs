@@ -1037,6 +1037,11 @@ impl App {
     }
 
     fn main_key(&mut self, key: Key) -> Vec<Command> {
+        // Esc clears a filter kept with Enter (the filter prompt's own Esc clears it too).
+        if key == Key::Esc && !self.filter.is_empty() {
+            self.filter.clear();
+            return vec![];
+        }
         let Some(b) = self.keymap.lookup(key) else {
             return vec![];
         };
@@ -1186,7 +1191,7 @@ impl App {
 
     /// Completion hints for the palette: the commands or values the current word may be.
     pub fn palette_hints(&self) -> Vec<String> {
-        let Some(input) = &self.input else {
+        let Some(input) = self.input.as_ref().filter(|i| i.kind == InputKind::Palette) else {
             return vec![];
         };
         let mut words: Vec<&str> = input.text.split_whitespace().collect();
@@ -2016,6 +2021,25 @@ pub(crate) mod tests {
         app.busy = None;
         keys(&mut app, &[Key::Char('/'), Key::Esc]);
         assert_eq!(app.filter, "", "Esc clears the filter");
+    }
+
+    #[test]
+    fn esc_on_the_main_screen_clears_a_kept_filter() {
+        let mut app = app_with(vec![def("dev", ConfirmPolicy::None, false)], false);
+        keys(&mut app, &[Key::Char('/')]);
+        type_text(&mut app, "pay");
+        assert!(
+            app.palette_hints().is_empty(),
+            "the filter prompt lists no commands"
+        );
+        keys(&mut app, &[Key::Enter]);
+        assert_eq!(app.filter, "pay");
+        assert!(app.input.is_none());
+        keys(&mut app, &[Key::Esc]);
+        assert_eq!(app.filter, "", "Esc clears the filter kept with Enter");
+        assert_eq!(app.env().unwrap().routes(&app.filter).len(), 3);
+        // With no filter, Esc does nothing (and quits nothing).
+        assert!(keys(&mut app, &[Key::Esc]).is_empty());
     }
 
     fn revs(n: u64) -> Vec<RevisionInfo> {

@@ -294,6 +294,8 @@ pub fn hint_bar(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         }
         if !app.filter.is_empty() {
             spans.push(Span::styled(format!("/{} ", app.filter), theme.warn));
+            spans.push(Span::styled("Esc", theme.accent));
+            spans.push(Span::styled(" clear  ", theme.dim));
         }
         for b in app
             .keymap

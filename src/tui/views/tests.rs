@@ -806,6 +806,18 @@ mod live_and_views {
         let t = text(&app, 80, 24);
         assert!(t.contains("routes (1 of 3 matching /pay)"), "{t}");
         assert!(!t.contains("/api/orders"), "{t}");
+        assert!(t.contains("/pay Esc clear"), "the hint bar says how: {t}");
+        update(&mut app, Event::Key(Key::Esc));
+        let t = text(&app, 80, 24);
+        assert!(t.contains("routes (3)"), "Esc clears the kept filter: {t}");
+        assert!(t.contains("/api/orders"), "{t}");
+
+        // The filter prompt is a prompt, not the palette: no list of commands above it.
+        update(&mut app, Event::Key(Key::Char('/')));
+        let t = text(&app, 80, 24);
+        assert!(t.contains("/▏"), "{t}");
+        assert!(!t.contains(" commands "), "{t}");
+        assert!(!t.contains("flip [ROUTE [UPSTREAM]]"), "{t}");
     }
 
     #[test]
