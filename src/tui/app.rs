@@ -131,6 +131,51 @@ impl HistoryItem<'_> {
     }
 }
 
+/// A History row's identity, so the selection stays on the same row when rows are added.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum HistoryAnchor {
+    Revision(u64),
+    /// A journal entry (found again in its own row, or in the row of the revision it made).
+    Entry {
+        time: DateTime<Utc>,
+        actor: String,
+        description: String,
+    },
+}
+
+impl HistoryItem<'_> {
+    fn anchor(&self) -> HistoryAnchor {
+        match self {
+            HistoryItem::Revision { rev, .. } => HistoryAnchor::Revision(rev.number),
+            HistoryItem::Journal(e) => HistoryAnchor::Entry {
+                time: e.time,
+                actor: e.actor.clone(),
+                description: e.description.clone(),
+            },
+        }
+    }
+
+    fn is(&self, anchor: &HistoryAnchor) -> bool {
+        match anchor {
+            HistoryAnchor::Revision(n) => self.revision() == Some(*n),
+            HistoryAnchor::Entry {
+                time,
+                actor,
+                description,
+            } => self.entry().is_some_and(|e| {
+                e.time == *time && e.actor == *actor && e.description == *description
+            }),
+        }
+    }
+}
+
+/// The selected rows of one environment's lists, by identity rather than position.
+struct Selection {
+    route: Option<String>,
+    history: Option<HistoryAnchor>,
+    flag: Option<String>,
+}
+
 /// The outcome as History and toasts say it.
 pub fn outcome_word(o: Outcome) -> &'static str {
     match o {
@@ -540,6 +585,44 @@ impl EnvState {
         match self.selected_history(filter)? {
             HistoryItem::Revision { rev, .. } => Some(rev),
             HistoryItem::Journal(_) => None,
+        }
+    }
+
+    fn selection(&self, filter: &str) -> Selection {
+        Selection {
+            route: self.selected_route(filter).map(|r| r.name.clone()),
+            history: self.selected_history(filter).map(|h| h.anchor()),
+            flag: self.selected_flag(filter).map(|f| f.key.clone()),
+        }
+    }
+
+    /// Puts each selection back on the row it was on before the lists changed (a new
+    /// revision or journal entry on top must not move it onto another revision); a row
+    /// that is gone leaves the position as it was. A History selection on the top row
+    /// follows the newest row instead: that is never a revision to roll back to (the newest
+    /// revision is the one in force), and it keeps the newest entry in view.
+    fn reselect(&mut self, filter: &str, s: &Selection) {
+        if let Some(i) = s
+            .route
+            .as_ref()
+            .and_then(|n| self.routes(filter).iter().position(|r| r.name == *n))
+        {
+            self.selected = i;
+        }
+        if let Some(i) = s
+            .history
+            .as_ref()
+            .filter(|_| self.rev_selected > 0)
+            .and_then(|a| self.history(filter).iter().position(|h| h.is(a)))
+        {
+            self.rev_selected = i;
+        }
+        if let Some(i) = s
+            .flag
+            .as_ref()
+            .and_then(|k| self.flags(filter).iter().position(|f| f.key == *k))
+        {
+            self.flag_selected = i;
         }
     }
 
@@ -1382,6 +1465,16 @@ impl App {
 
 /// Applies one event; returns what `run` must do. Never does I/O.
 pub fn update(app: &mut App, event: Event) -> Vec<Command> {
+    // New data keeps every selection on its row (by name, revision or journal entry).
+    let changed: Vec<usize> = match &event {
+        Event::EnvUpdate { env, .. } => vec![*env],
+        Event::Journal(Ok(_)) => (0..app.envs.len()).collect(),
+        _ => vec![],
+    };
+    let before: Vec<(usize, Selection)> = changed
+        .into_iter()
+        .filter_map(|i| Some((i, app.envs.get(i)?.selection(&app.filter))))
+        .collect();
     let walk_dialog = app.dialog.clone().filter(|d| d.walk);
     let walk_prompt = app.walk.as_ref().is_some_and(|w| w.prompt.is_some());
     let mut cmds = match event {
@@ -1482,8 +1575,11 @@ pub fn update(app: &mut App, event: Event) -> Vec<Command> {
         Event::Walk(ev) => app.walk_event(ev),
     };
     app.show_queued_confirm();
-    // Selections stay inside their (possibly filtered or shrunk) lists.
     let filter = app.filter.clone();
+    for (i, sel) in &before {
+        app.envs[*i].reselect(&filter, sel);
+    }
+    // Selections stay inside their (possibly filtered or shrunk) lists.
     for e in &mut app.envs {
         e.selected = e.selected.min(e.routes(&filter).len().saturating_sub(1));
         e.rev_selected = e
@@ -2099,6 +2195,118 @@ pub(crate) mod tests {
             ),
             "{c:?}"
         );
+    }
+
+    #[test]
+    fn history_keeps_the_selected_revision_when_entries_arrive_on_top() {
+        let mut app = app_with(vec![def("prod", ConfirmPolicy::TypeName, false)], false);
+        let poll = |app: &mut App, n: u64| {
+            update(
+                app,
+                Event::EnvUpdate {
+                    watches: Vec::new(),
+                    env: 0,
+                    status: Ok(status(n, 5)),
+                    revisions: Some(revs_at(n)),
+                    at: t0(),
+                },
+            )
+        };
+        poll(&mut app, 4);
+        keys(&mut app, &[Key::Char('H'), Key::Char('j')]);
+        let selected = |app: &App| app.env().unwrap().selected_revision("").map(|r| r.number);
+        assert_eq!(selected(&app), Some(3));
+        // Another operator makes revision 5.
+        poll(&mut app, 5);
+        assert_eq!(selected(&app), Some(3), "still r3, not r4");
+        // A cancelled dialog lands in the journal, newest of all.
+        let cancelled = journal_entry("prod", 60, Outcome::Cancelled, None, None);
+        update(
+            &mut app,
+            Event::Journal(Ok(JournalRead {
+                entries: vec![cancelled.clone()],
+                skipped: 0,
+            })),
+        );
+        assert_eq!(app.env().unwrap().history("").len(), 6);
+        assert_eq!(
+            selected(&app),
+            Some(3),
+            "still r3 under the new journal row"
+        );
+        let c = keys(&mut app, &[Key::Char('r')]);
+        assert!(
+            matches!(
+                &c[..],
+                [Command::Plan {
+                    action: Action::Rollback { to: Some(3) },
+                    ..
+                }]
+            ),
+            "{c:?}"
+        );
+        app.busy = None;
+        // A selected journal row stays selected too, by its entry.
+        let refused = journal_entry("prod", 70, Outcome::Refused, None, Some("frozen"));
+        let journal = |app: &mut App, entries: Vec<AuditEntry>| {
+            update(
+                app,
+                Event::Journal(Ok(JournalRead {
+                    entries,
+                    skipped: 0,
+                })),
+            )
+        };
+        journal(&mut app, vec![cancelled.clone(), refused.clone()]);
+        assert_eq!(selected(&app), Some(3));
+        keys(&mut app, &[Key::Char('k'); 3]);
+        let selected_outcome = |app: &App| {
+            app.env()
+                .unwrap()
+                .selected_history("")
+                .and_then(|h| h.entry().map(|e| e.outcome))
+        };
+        assert_eq!(app.env().unwrap().rev_selected, 1);
+        assert_eq!(selected_outcome(&app), Some(Outcome::Cancelled));
+        let failed = journal_entry("prod", 80, Outcome::Failed, None, Some("timed out"));
+        journal(
+            &mut app,
+            vec![cancelled.clone(), refused.clone(), failed.clone()],
+        );
+        assert_eq!(app.env().unwrap().rev_selected, 2);
+        assert_eq!(selected_outcome(&app), Some(Outcome::Cancelled));
+        // On the top row, the selection follows the newest entry.
+        keys(&mut app, &[Key::Char('k'); 2]);
+        let conflict = journal_entry("prod", 90, Outcome::Conflict, None, Some("moved"));
+        journal(&mut app, vec![cancelled, refused, failed, conflict]);
+        assert_eq!(app.env().unwrap().rev_selected, 0);
+        assert_eq!(selected_outcome(&app), Some(Outcome::Conflict));
+    }
+
+    #[test]
+    fn the_selected_route_stays_selected_when_a_route_is_added_before_it() {
+        let mut app = app_with(vec![def("dev", ConfirmPolicy::None, false)], false);
+        keys(&mut app, &[Key::Char('j')]);
+        let mut s = status(4, 5);
+        let mut extra = s.routes[2].clone();
+        extra.name = "accounts".into();
+        s.routes.insert(0, extra);
+        update(
+            &mut app,
+            Event::EnvUpdate {
+                watches: Vec::new(),
+                env: 0,
+                status: Ok(s),
+                revisions: None,
+                at: t0(),
+            },
+        );
+        let r = app
+            .env()
+            .unwrap()
+            .selected_route("")
+            .map(|r| r.name.clone());
+        assert_eq!(r.as_deref(), Some("payments"));
     }
 
     /// A journal entry `mins` minutes after t0.
