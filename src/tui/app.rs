@@ -669,6 +669,9 @@ pub struct App {
     pub list_paths: fn(&str) -> Vec<String>,
     /// The diff last asked for (environment, revision), so it is asked for once.
     diff_wanted: Option<(usize, u64)>,
+    /// Changes asked for together (`fault A B clear`), planned one after another: each
+    /// waits for the one before to be applied; anything else drops the rest.
+    queued: std::collections::VecDeque<(String, Action)>,
     next_id: u64,
 }
 
@@ -677,6 +680,8 @@ pub struct App {
 pub enum Intent {
     /// A change, to be planned and confirmed.
     Change(Action),
+    /// Several changes, planned and confirmed one after another.
+    Changes(Vec<Action>),
     /// The same as pressing the action's key.
     Key(KeyAction),
     Env(String),
@@ -745,6 +750,15 @@ pub fn parse_command(line: &str, map: &Keymap) -> Result<Intent, String> {
                 .map_err(|_| format!("a revision is a number, not {n:?}"))?;
             Ok(Intent::Change(Action::Rollback { to: Some(n) }))
         }
+        ("fault", [upstreams @ .., "clear"]) if upstreams.len() > 1 => Ok(Intent::Changes(
+            upstreams
+                .iter()
+                .map(|u| Action::SetFault {
+                    upstream: u.to_string(),
+                    faults: FaultSpec::default(),
+                })
+                .collect(),
+        )),
         ("fault", [upstream, rest @ ..]) => {
             let faults = match rest {
                 ["5xx" | "error" | "errors", pct] => FaultSpec {
@@ -836,6 +850,7 @@ impl App {
             walk_yes: false,
             list_paths: |_| Vec::new(),
             diff_wanted: None,
+            queued: std::collections::VecDeque::new(),
             next_id: 1,
         }
     }
@@ -879,10 +894,41 @@ impl App {
         }
     }
 
+    /// Plans `action` in the current environment.
     fn request(&mut self, action: Action) -> Vec<Command> {
-        let Some(env) = self.env() else {
+        match self.env() {
+            Some(env) => self.request_in(env.def.name.clone(), action),
+            None => vec![],
+        }
+    }
+
+    /// Plans the first of `actions` in the current environment; the others follow, each
+    /// once the one before is applied.
+    fn request_all(&mut self, actions: Vec<Action>) -> Vec<Command> {
+        let Some(env) = self.env().map(|e| e.def.name.clone()) else {
             return vec![];
         };
+        let mut actions = actions.into_iter();
+        let Some(first) = actions.next() else {
+            return vec![];
+        };
+        let cmds = self.request_in(env.clone(), first);
+        if !cmds.is_empty() {
+            self.queued = actions.map(|a| (env.clone(), a)).collect();
+        }
+        cmds
+    }
+
+    /// The queued changes will not be made: say which.
+    fn drop_queued(&mut self) {
+        if self.queued.is_empty() {
+            return;
+        }
+        let left: Vec<String> = self.queued.drain(..).map(|(_, a)| a.to_string()).collect();
+        self.toast(ToastKind::Info, format!("not planned: {}", left.join("; ")));
+    }
+
+    fn request_in(&mut self, env: String, action: Action) -> Vec<Command> {
         if self.busy.is_some() {
             self.toast(
                 ToastKind::Info,
@@ -890,7 +936,6 @@ impl App {
             );
             return vec![];
         }
-        let env = env.def.name.clone();
         let id = self.next_id;
         self.next_id += 1;
         self.busy = Some(Busy::Planning {
@@ -1022,8 +1067,8 @@ impl App {
         })
     }
 
-    /// The upstream a fault goes to by default: the route's canary, else its live side.
-    fn fault_target(&mut self) -> Option<String> {
+    /// The selected route, when a sandbox can inject faults into its upstreams.
+    fn fault_route(&mut self) -> Option<RouteStatus> {
         if !self.sandbox {
             self.toast(
                 ToastKind::Info,
@@ -1031,11 +1076,7 @@ impl App {
             );
             return None;
         }
-        let route = self.selected_route()?;
-        route
-            .canary_pair()
-            .map(|(_, c)| c.to_string())
-            .or_else(|| route.live().map(String::from))
+        self.selected_route()
     }
 
     /// Carries out a key's action (from the keyboard or the palette).
@@ -1106,13 +1147,14 @@ impl App {
             KeyAction::Rollback => return self.rollback(),
             KeyAction::Rollforward => return self.request(Action::Rollforward),
             KeyAction::Fault => {
-                if let Some(up) = self.fault_target() {
+                if let Some(up) = self.fault_route().as_ref().and_then(fault_target) {
                     self.open_palette(format!("fault {up} 5xx 50"));
                 }
             }
             KeyAction::ClearFault => {
-                if let Some(up) = self.fault_target() {
-                    self.open_palette(format!("fault {up} clear"));
+                if let Some(r) = self.fault_route() {
+                    let ups: Vec<&str> = r.split.keys().map(String::as_str).collect();
+                    self.open_palette(format!("fault {} clear", ups.join(" ")));
                 }
             }
         }
@@ -1165,7 +1207,7 @@ impl App {
             }
         };
         let mutating = match &intent {
-            Intent::Change(_) | Intent::Walk { .. } => true,
+            Intent::Change(_) | Intent::Changes(_) | Intent::Walk { .. } => true,
             Intent::Key(a) => self.keymap.binding(*a).is_some_and(|b| b.mutating),
             _ => false,
         };
@@ -1178,6 +1220,7 @@ impl App {
         self.input = None;
         match intent {
             Intent::Change(action) => self.request(action),
+            Intent::Changes(actions) => self.request_all(actions),
             Intent::Key(a) => self.action(a, None),
             Intent::Env(name) => {
                 match self.envs.iter().position(|e| e.def.name == name) {
@@ -1359,6 +1402,7 @@ impl App {
                 let id = d.id;
                 self.dialog = None;
                 self.toast(ToastKind::Info, "cancelled: nothing was changed");
+                self.drop_queued();
                 vec![Command::Cancel { id }]
             }
             Key::Enter if d.can_confirm() => {
@@ -1393,6 +1437,7 @@ impl App {
             Err(e) => {
                 self.busy = None;
                 self.toast(ToastKind::Failure, format!("cannot plan: {e}"));
+                self.drop_queued();
                 vec![]
             }
             Ok(plan) if plan.allowed() && plan.confirm == ConfirmPolicy::None => {
@@ -1414,12 +1459,14 @@ impl App {
         }
     }
 
-    fn executed(&mut self, id: u64, r: ExecResult) {
+    /// The result of change `id`; the next queued change is planned once it was applied.
+    fn executed(&mut self, id: u64, r: ExecResult) -> Vec<Command> {
+        let ours = matches!(&self.busy, Some(Busy::Applying { id: b, .. }) if *b == id);
         let what = match &self.busy {
-            Some(Busy::Applying { id: b, what }) if *b == id => what.clone(),
+            Some(Busy::Applying { what, .. }) if ours => what.clone(),
             _ => format!("change {id}"),
         };
-        if matches!(&self.busy, Some(Busy::Applying { id: b, .. }) if *b == id) {
+        if ours {
             self.busy = None;
         }
         let err = r.error.as_deref().unwrap_or("no detail");
@@ -1438,6 +1485,17 @@ impl App {
             Outcome::Failed => (ToastKind::Failure, format!("✗ failed: {what}: {err}")),
         };
         self.toast(kind, text);
+        if !ours {
+            return vec![];
+        }
+        if r.outcome != Outcome::Applied {
+            self.drop_queued();
+            return vec![];
+        }
+        match self.queued.pop_front() {
+            Some((env, action)) => self.request_in(env, action),
+            None => vec![],
+        }
     }
 
     /// In History, the selected revision's diff is read once it is selected.
@@ -1460,6 +1518,19 @@ impl App {
             env: self.current,
             number: n,
         }]
+    }
+}
+
+/// Where `x` injects a fault by default: the route's canary, else its idle side (the one
+/// with the least traffic), so the fault is rehearsed where it hurts least.
+fn fault_target(route: &RouteStatus) -> Option<String> {
+    match route.canary_pair() {
+        Some((_, canary)) => Some(canary.to_string()),
+        None => route
+            .split
+            .iter()
+            .min_by(|a, b| a.1.cmp(b.1).then(a.0.cmp(b.0)))
+            .map(|(up, _)| up.clone()),
     }
 }
 
@@ -1568,10 +1639,7 @@ pub fn update(app: &mut App, event: Event) -> Vec<Command> {
             vec![]
         }
         Event::Planned { id, result } => app.planned(id, result),
-        Event::Executed { id, result } => {
-            app.executed(id, result);
-            vec![]
-        }
+        Event::Executed { id, result } => app.executed(id, result),
         Event::Walk(ev) => app.walk_event(ev),
     };
     app.show_queued_confirm();
@@ -2588,6 +2656,89 @@ pub(crate) mod tests {
                     }
                 }
             }]
+        );
+    }
+
+    #[test]
+    fn x_aims_at_the_idle_side_and_big_x_clears_every_upstream_of_the_route() {
+        let clear = |up: &str| Action::SetFault {
+            upstream: up.into(),
+            faults: FaultSpec::default(),
+        };
+        let mut app =
+            app_with(vec![def("dev", ConfirmPolicy::None, false)], false).with_sandbox(true);
+        // users is blue-green with blue live: the fault goes to idle green.
+        keys(&mut app, &[Key::Char('x')]);
+        assert_eq!(app.input.as_ref().unwrap().text, "fault users-green 5xx 50");
+        keys(&mut app, &[Key::Esc, Key::Char('j'), Key::Char('X')]);
+        assert_eq!(
+            app.input.as_ref().unwrap().text,
+            "fault payments-v1 payments-v2 clear"
+        );
+        let c = keys(&mut app, &[Key::Enter]);
+        assert_eq!(
+            c,
+            vec![Command::Plan {
+                id: 1,
+                env: "dev".into(),
+                action: clear("payments-v1")
+            }]
+        );
+        // dev needs no confirmation: applied, then the next one is planned.
+        let mut plan = plan_view("dev", ConfirmPolicy::None, true);
+        plan.description = "clear faults of payments-v1".into();
+        let c = update(
+            &mut app,
+            Event::Planned {
+                id: 1,
+                result: Ok(plan),
+            },
+        );
+        assert_eq!(c, vec![Command::Execute { id: 1 }]);
+        let applied = ExecResult {
+            outcome: Outcome::Applied,
+            revision: None,
+            error: None,
+        };
+        let c = update(
+            &mut app,
+            Event::Executed {
+                id: 1,
+                result: applied,
+            },
+        );
+        assert_eq!(
+            c,
+            vec![Command::Plan {
+                id: 2,
+                env: "dev".into(),
+                action: clear("payments-v2")
+            }]
+        );
+        assert!(app.queued.is_empty());
+
+        // A cancelled dialog drops the rest, and says so.
+        let mut app =
+            app_with(vec![def("prod", ConfirmPolicy::Yes, false)], false).with_sandbox(true);
+        keys(&mut app, &[Key::Char(':')]);
+        type_text(&mut app, "fault users-blue users-green clear");
+        keys(&mut app, &[Key::Enter]);
+        update(
+            &mut app,
+            Event::Planned {
+                id: 1,
+                result: Ok(plan_view("prod", ConfirmPolicy::Yes, true)),
+            },
+        );
+        assert!(app.dialog.is_some());
+        assert_eq!(keys(&mut app, &[Key::Esc]), vec![Command::Cancel { id: 1 }]);
+        assert!(app.queued.is_empty());
+        assert!(
+            app.toasts
+                .iter()
+                .any(|t| t.text == "not planned: clear faults of users-green"),
+            "{:?}",
+            app.toasts
         );
     }
 
