@@ -12,6 +12,8 @@ use crate::domain::kube::{WatchState, WatchStatus};
 use crate::tui::app::{App, Busy, EnvState, InputKind, ToastKind, WalkPrompt};
 use crate::tui::theme::Theme;
 
+use super::text;
+
 fn block<'a>(title: &str, theme: &Theme) -> Block<'a> {
     Block::default()
         .borders(Borders::ALL)
@@ -357,21 +359,34 @@ pub fn palette_hints(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     );
 }
 
-/// Results, stacked at the bottom right of the body, newest last.
+/// Results, stacked at the bottom right of the body, newest at the bottom. The newest
+/// wraps (up to four lines) so a failure can be read whole; older ones shrink to one line,
+/// and the stack covers at most half the body, so the panels under it stay readable.
 pub fn toasts(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
-    let width = area.width.saturating_sub(2).min(70);
+    let max_w = area.width.saturating_sub(2).min(70);
+    if max_w < 10 {
+        return;
+    }
+    let inner = usize::from(max_w - 2);
+    let mut room = (area.height / 2).max(3);
     let mut y = area.y + area.height;
-    for t in app.toasts.iter().rev() {
-        if width < 10 {
+    for (i, t) in app.toasts.iter().rev().enumerate() {
+        let most = if i == 0 { 4 } else { 1 };
+        let fit_lines = usize::from(room.saturating_sub(2)).min(most);
+        if fit_lines == 0 {
             break;
         }
-        // Long errors wrap (up to 4 lines) rather than being cut: a failure must be readable.
-        let inner = usize::from(width - 2);
-        let lines = t.text.chars().count().div_ceil(inner).clamp(1, 4) as u16;
-        let height = lines + 2;
-        if y < area.y + height {
-            break;
+        let mut lines = text::wrap(&t.text, inner);
+        if lines.len() > fit_lines {
+            // Cut visibly: the last line shown ends in `…`.
+            let last = format!("{} {}", lines[fit_lines - 1], lines[fit_lines]);
+            lines.truncate(fit_lines);
+            lines[fit_lines - 1] = text::fit(&last, inner);
         }
+        let widest = lines.iter().map(|l| text::width(l)).max().unwrap_or(0);
+        let width = (widest as u16 + 2).clamp(12, max_w);
+        let height = lines.len() as u16 + 2;
+        room -= height;
         y -= height;
         let style = match t.kind {
             ToastKind::Success => theme.ok,
@@ -384,10 +399,13 @@ pub fn toasts(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             width,
             height,
         };
+        let lines: Vec<Line> = lines
+            .into_iter()
+            .map(|l| Line::from(Span::styled(l, style)))
+            .collect();
         f.render_widget(Clear, r);
         f.render_widget(
-            Paragraph::new(Span::styled(t.text.clone(), style))
-                .block(Block::default().borders(Borders::ALL).border_style(style)),
+            Paragraph::new(lines).block(Block::default().borders(Borders::ALL).border_style(style)),
             r,
         );
     }

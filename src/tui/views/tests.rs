@@ -210,6 +210,51 @@ fn help_and_toasts() {
 }
 
 #[test]
+fn toasts_wrap_whole_and_stay_compact() {
+    use crate::tui::app::{Toast, ToastKind};
+    let mut app = three_envs(false);
+    let toast = |kind, text: &str| Toast {
+        kind,
+        text: text.into(),
+        until: t0() + Duration::seconds(30),
+    };
+    app.toasts = vec![
+        toast(
+            ToastKind::Failure,
+            "cannot plan: this route splits over 3 upstreams; name the one to flip to",
+        ),
+        toast(
+            ToastKind::Success,
+            "✓ released — note: /tmp/rv/sb1/walks/notes/users-to-blue-in-stage-approved.md",
+        ),
+        toast(
+            ToastKind::Failure,
+            "✗ conflict: changed by someone else: stage moved from revision 3 to 4 while the plan was on screen; look again before changing it",
+        ),
+    ];
+    let term = render(&app, &Theme::dark(), 80, 24);
+    insta::assert_snapshot!("toasts_80x24", term.backend());
+    let t = term.backend().to_string();
+    // The newest wraps and is read whole.
+    assert!(t.contains("look again before changing it"), "{t}");
+    // Older ones take one line each, cut visibly.
+    assert!(
+        t.contains("✓ released — note: /tmp/rv/sb1/walks/notes/users-to-blue-in-stage-a…"),
+        "{t}"
+    );
+    // The stack covers at most half of the body: the routes table's top half stays.
+    let rows: Vec<&str> = t.lines().collect();
+    let first_toast = rows.iter().position(|r| r.contains("┌─")).unwrap_or(0);
+    assert!(
+        rows[..first_toast]
+            .iter()
+            .any(|r| r.contains("/api/orders")),
+        "{t}"
+    );
+    assert!(first_toast >= 2 + 21 / 2, "{t}");
+}
+
+#[test]
 fn monochrome() {
     let app = with_dialog(three_envs(false));
     let mono = Theme::monochrome();
