@@ -8,7 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
 
 use super::header::{health_style, health_symbol};
-use super::live::{error_style, latency_text, ratio_text};
+use super::live::{error_style, error_text, latency_text};
 use crate::domain::RouteStatus;
 use std::collections::HashSet;
 
@@ -17,7 +17,7 @@ use crate::tui::app::{App, EnvState};
 use crate::tui::theme::Theme;
 
 /// The narrowest an environment's column may be.
-const MIN_COL: u16 = 18;
+const MIN_COL: u16 = 20;
 const ROUTE_COL: u16 = 10;
 
 /// `v2 25%` for a canary, `live green` for blue-green, the upstream for a single one.
@@ -56,7 +56,7 @@ fn cell<'a>(env: &EnvState, route: &str, wide: bool, theme: &Theme) -> Cell<'a> 
     if let Some(m) = env.route_metrics(route) {
         if let Some(e) = m.signals.error_ratio_5xx.get() {
             spans.push(Span::styled(
-                format!(" {:>6}", ratio_text(e)),
+                format!(" {:>8}", error_text(e)),
                 error_style(e, theme),
             ));
         }
@@ -86,7 +86,7 @@ fn detail(f: &mut Frame, area: Rect, app: &App, route: &str, theme: &Theme) {
             if let Some(m) = e.route_metrics(route) {
                 if let Some(v) = m.signals.error_ratio_5xx.get() {
                     spans.push(Span::styled(
-                        format!(" 5xx {}", ratio_text(v)),
+                        format!(" 5xx {}", error_text(v)),
                         error_style(v, theme),
                     ));
                 }
@@ -175,16 +175,22 @@ pub fn draw(f: &mut Frame, full: Rect, app: &App, theme: &Theme) {
             .as_ref()
             .map(|s| format!(" r{}", s.revision))
             .unwrap_or_default();
-        header.push(Cell::from(Line::from(vec![
-            Span::styled(format!("{}{rev} ", e.def.name), style),
-            Span::styled(health_symbol(h), health_style(h, theme)),
-        ])));
+        // The second line says what the cells hold, so `live green 100.00%` does not read
+        // as a traffic share.
+        let what = format!("{:<10} {:>8}", "traffic", "5xx");
+        header.push(Cell::from(vec![
+            Line::from(vec![
+                Span::styled(format!("{}{rev} ", e.def.name), style),
+                Span::styled(health_symbol(h), health_style(h, theme)),
+            ]),
+            Line::from(Span::styled(what, theme.dim)),
+        ]));
     }
-    // Only the rows that fit are built (borders and the header take three lines).
+    // Only the rows that fit are built (borders and the two header lines take four).
     let selected = selected_name
         .as_deref()
         .and_then(|s| names.iter().position(|n| *n == s));
-    let fit = usize::from(area.height.saturating_sub(3)).max(1);
+    let fit = usize::from(area.height.saturating_sub(4)).max(1);
     let start = selected.map_or(0, |s| (s + 1).saturating_sub(fit));
     let window = &names[start.min(names.len())..(start + fit).min(names.len())];
     let rows = window.iter().map(|n| {
@@ -207,7 +213,7 @@ pub fn draw(f: &mut Frame, full: Rect, app: &App, theme: &Theme) {
         " all environments ".to_string()
     };
     let table = Table::new(rows, widths)
-        .header(Row::new(header))
+        .header(Row::new(header).height(2))
         .block(
             Block::default()
                 .borders(Borders::ALL)

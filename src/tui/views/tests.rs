@@ -456,7 +456,7 @@ mod live_and_views {
         assert!(t.contains("canary worse"), "{t}");
         insta::assert_snapshot!("live_160x48", render(&app, &dark, 160, 48).backend());
         let wide = text(&app, 160, 48);
-        for want in ["p50", "p95", "p99", "v1 0.10%", "v2 4.10%"] {
+        for want in ["p50", "p95", "p99", "v1 0.10%", "v2 ✗ 4.10%"] {
             assert!(wide.contains(want), "{want}: {wide}");
         }
     }
@@ -612,6 +612,37 @@ mod live_and_views {
         assert_eq!(find("4.10%"), Some(Color::Red), "canary above 1%");
         assert_eq!(find("0.10%"), Some(Color::Green), "stable at 0.1%");
         assert_eq!(find("✓ canary ok"), Some(Color::Green));
+    }
+
+    #[test]
+    fn error_ratios_carry_a_symbol_without_colour_and_when_selected() {
+        // Route 5xx 1.80% and canary 18.00%: bad; then route 0.20%: a warning.
+        let mut app = with_metrics(
+            three_envs(false),
+            feed(Some(sample(Verdict::Pass, 0.18)), None),
+        );
+        let mono = Theme::monochrome();
+        let t = render(&app, &mono, 80, 24).backend().to_string();
+        assert!(t.contains("5xx   ✗ 1.80%"), "{t}");
+        let wide = render(&app, &mono, 160, 48).backend().to_string();
+        assert!(wide.contains("v2 ✗ 18.00% p95"), "{wide}");
+        // All environments: the selected (highlighted) row keeps its mark, under a header
+        // that says which number is the 5xx ratio.
+        update(&mut app, Event::Key(Key::Char('a')));
+        let t = render(&app, &mono, 80, 24).backend().to_string();
+        assert!(t.contains("traffic         5xx"), "{t}");
+        let selected = t
+            .lines()
+            .find(|l| l.contains("▶ payments"))
+            .unwrap_or_default();
+        assert!(selected.contains("v2 5%       ✗ 1.80%"), "{t}");
+        assert!(t.contains("5xx ✗ 1.80%"), "the detail too: {t}");
+        let app = with_metrics(
+            three_envs(false),
+            feed(Some(sample(Verdict::Pass, 0.02)), None),
+        );
+        let t = render(&app, &mono, 80, 24).backend().to_string();
+        assert!(t.contains("5xx   ! 0.20%"), "{t}");
     }
 
     #[test]
