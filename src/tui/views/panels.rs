@@ -189,6 +189,7 @@ pub fn upstreams(f: &mut Frame, area: Rect, env: &EnvState, theme: &Theme) {
     let mut lines = Vec::new();
     // Only the lines that fit are built (with 1,000 upstreams, most never show).
     let fit = usize::from(area.height.saturating_sub(2));
+    let inner = usize::from(area.width.saturating_sub(2));
     if let Some(s) = &env.status {
         for u in s.upstreams.iter().take(fit) {
             let healthy = u.healthy_targets();
@@ -220,7 +221,7 @@ pub fn upstreams(f: &mut Frame, area: Rect, env: &EnvState, theme: &Theme) {
             if !down.is_empty() {
                 spans.push(Span::styled(format!("  {}", down.join(", ")), theme.bad));
             }
-            lines.push(Line::from(spans));
+            lines.push(text::fit_line(Line::from(spans), inner));
         }
     }
     f.render_widget(Paragraph::new(lines).block(block("upstreams", theme)), area);
@@ -228,6 +229,7 @@ pub fn upstreams(f: &mut Frame, area: Rect, env: &EnvState, theme: &Theme) {
 
 pub fn revisions(f: &mut Frame, area: Rect, env: &EnvState, theme: &Theme) {
     let current = env.status.as_ref().map(|s| s.revision);
+    let inner = usize::from(area.width.saturating_sub(2));
     let lines: Vec<Line> = env
         .revisions
         .iter()
@@ -238,11 +240,12 @@ pub fn revisions(f: &mut Frame, area: Rect, env: &EnvState, theme: &Theme) {
             } else {
                 " "
             };
-            Line::from(vec![
+            let line = Line::from(vec![
                 Span::styled(format!("{mark}{:>4} ", r.number), theme.accent),
                 Span::styled(format!("{} ", r.time.format("%H:%M:%S")), theme.dim),
                 Span::styled(r.description.clone(), theme.base),
-            ])
+            ]);
+            text::fit_line(line, inner)
         })
         .collect();
     f.render_widget(Paragraph::new(lines).block(block("revisions", theme)), area);
@@ -318,7 +321,8 @@ pub fn hint_bar(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             None => {}
         }
     }
-    f.render_widget(Paragraph::new(Line::from(spans)), area);
+    let line = text::fit_line(Line::from(spans), usize::from(area.width));
+    f.render_widget(Paragraph::new(line), area);
 }
 
 /// What the palette's current word can be, just above the prompt.

@@ -916,6 +916,45 @@ mod live_and_views {
 }
 
 #[test]
+fn wide_routes_give_their_width_to_split_paths_and_methods_and_cut_with_an_ellipsis() {
+    let mut app = three_envs(false);
+    let mut s = status(4, 50);
+    for r in &mut s.routes {
+        r.filters = vec!["cors".into(), "key_auth".into(), "rate_limit".into()];
+    }
+    update(
+        &mut app,
+        Event::EnvUpdate {
+            watches: Vec::new(),
+            env: 2,
+            status: Ok(s),
+            revisions: None,
+            at: t0(),
+        },
+    );
+    let t = render(&app, &Theme::dark(), 120, 40).backend().to_string();
+    assert!(t.contains("v1 50% / v2 50%"), "the split stays: {t}");
+    assert!(t.contains("/api/payments "), "{t}");
+    assert!(!t.contains("GET,POST,"), "no cut without …: {t}");
+    assert!(!t.contains("cors,key_auth,ra"), "{t}");
+    let wide = render(&app, &Theme::dark(), 160, 48).backend().to_string();
+    assert!(wide.contains("GET,POST blue 100% / green 0%"), "{wide}");
+    assert!(
+        wide.contains("cors,key_auth,rate_l…"),
+        "cut visibly: {wide}"
+    );
+    // History cuts a long description with …, never into another number.
+    app.envs[2].revisions[0].description =
+        "set users weights to users-blue 0 / users-green 100".into();
+    update(&mut app, Event::Key(crate::tui::keymap::Key::Char('H')));
+    let t = render(&app, &Theme::dark(), 80, 24).backend().to_string();
+    assert!(
+        t.contains("set users weights to users-blue 0 / users-gre…"),
+        "{t}"
+    );
+}
+
+#[test]
 fn a_long_route_list_scrolls_to_keep_the_selection_in_view() {
     let mut app = three_envs(false);
     let mut s = status(4, 5);

@@ -2,6 +2,7 @@
 //! cut, never a different number) or word-wrapped. Widths are display cells, as ratatui
 //! counts them (wide characters take two).
 
+use ratatui::layout::{Constraint, Flex, Layout, Rect};
 use ratatui::text::{Line, Span};
 
 const ELLIPSIS: &str = "…";
@@ -104,6 +105,19 @@ pub fn wrap(s: &str, max: usize) -> Vec<String> {
         lines.push(cur);
     }
     lines
+}
+
+/// The widths a `Table` (spacing 1, the 2-cell `▶ ` highlight, no flex) gives `widths` in
+/// a block `outer` cells wide with borders, so cells can be cut to fit with `…`.
+pub fn table_widths(outer: u16, widths: &[Constraint]) -> Vec<u16> {
+    let inner = outer.saturating_sub(2 + 2);
+    Layout::horizontal(widths.iter().copied())
+        .flex(Flex::Start)
+        .spacing(1)
+        .split(Rect::new(0, 0, inner, 1))
+        .iter()
+        .map(|r| r.width)
+        .collect()
 }
 
 #[cfg(test)]
