@@ -117,16 +117,17 @@ fn list(f: &mut Frame, area: Rect, app: &App, env: &EnvState, theme: &Theme) {
         Row::new(cells).style(theme.base)
     });
     let mut title = format!(
-        " history of {} ({}: {} revisions, {} journal) ",
+        " history of {} ({}: {}, {} journal) ",
         env.def.name,
         items.len(),
-        env.revisions.len(),
+        text::count(env.revisions.len(), "revision", "revisions"),
         env.journal.len()
     );
     if let Some(e) = &app.journal_error {
         title = format!(" history of {} · journal: {e} ", env.def.name);
     } else if app.journal_skipped > 0 {
-        title.push_str(&format!("· {} unreadable lines ", app.journal_skipped));
+        let lines = text::count(app.journal_skipped, "unreadable line", "unreadable lines");
+        title.push_str(&format!("· {lines} "));
     }
     let title_style = if app.journal_error.is_some() {
         theme.bad

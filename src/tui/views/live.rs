@@ -252,8 +252,13 @@ fn feed_lines<'a>(
                     Line::from(Span::styled(e.message.clone(), theme.base)),
                     Line::from(Span::styled(
                         format!(
-                            "{} · {} failures in a row, retrying",
-                            feed.source, e.consecutive_failures
+                            "{} · {} in a row, retrying",
+                            feed.source,
+                            super::text::count(
+                                e.consecutive_failures as usize,
+                                "failure",
+                                "failures"
+                            )
                         ),
                         theme.dim,
                     )),

@@ -10,6 +10,7 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 use crate::control::envfile::EnvKind;
 use crate::domain::kube::{WatchState, WatchStatus};
 use crate::tui::app::{App, Busy, EnvState, InputKind, ToastKind, WalkPrompt};
+use crate::tui::keymap::KeyAction;
 use crate::tui::theme::Theme;
 
 use super::text;
@@ -144,9 +145,9 @@ pub fn watches(f: &mut Frame, area: Rect, env: &EnvState, theme: &Theme) {
     }
     lines.push(Line::from(Span::styled(
         format!(
-            "{} of {} watches live; what the others show may be out of date",
+            "{} of {} live; what the others show may be out of date",
             env.watches.len() - troubled,
-            env.watches.len()
+            text::count(env.watches.len(), "watch", "watches")
         ),
         theme.dim,
     )));
@@ -251,6 +252,19 @@ pub fn revisions(f: &mut Frame, area: Rect, env: &EnvState, theme: &Theme) {
     f.render_widget(Paragraph::new(lines).block(block("revisions", theme)), area);
 }
 
+/// Whether a walkthrough key would do something now: continue, skip and retry answer the
+/// question the walk waits at, abort needs a running walk.
+fn walk_key_useful(app: &App, action: KeyAction) -> bool {
+    let walk = app.walk.as_ref();
+    let question = walk.and_then(|w| w.question.as_ref());
+    match action {
+        KeyAction::WalkContinue => question.is_some_and(|q| q.can_continue()),
+        KeyAction::WalkSkip | KeyAction::WalkRetry => question.is_some(),
+        KeyAction::WalkAbort => walk.is_some_and(|w| w.running()),
+        _ => true,
+    }
+}
+
 /// Context-sensitive keys, from the keymap in force; or the palette/filter prompt.
 pub fn hint_bar(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let mut spans = Vec::new();
@@ -302,12 +316,12 @@ pub fn hint_bar(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             spans.push(Span::styled("Esc", theme.accent));
             spans.push(Span::styled(" clear  ", theme.dim));
         }
-        for b in app
-            .keymap
-            .bindings
-            .iter()
-            .filter(|b| b.hint && !(ro && b.mutating) && b.scope.offered(app.view, app.sandbox))
-        {
+        for b in app.keymap.bindings.iter().filter(|b| {
+            b.hint
+                && !(ro && b.mutating)
+                && b.scope.offered(app.view, app.sandbox)
+                && walk_key_useful(app, b.action)
+        }) {
             spans.push(Span::styled(b.label.clone(), theme.accent));
             spans.push(Span::styled(format!(" {}  ", b.hint_name), theme.dim));
         }

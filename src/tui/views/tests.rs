@@ -590,6 +590,11 @@ mod live_and_views {
         let t = text(&app, 80, 24);
         assert!(t.contains("did not start"), "{t}");
         assert!(t.contains("No such file"), "{t}");
+        let hints = t.lines().last().unwrap_or_default();
+        assert!(
+            !hints.contains("continue") && !hints.contains("abort"),
+            "no walk keys without a walk to answer: {hints}"
+        );
     }
 
     #[test]

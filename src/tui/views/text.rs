@@ -107,6 +107,11 @@ pub fn wrap(s: &str, max: usize) -> Vec<String> {
     lines
 }
 
+/// `1 revision`, `2 revisions`: a count with its noun in the right number.
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// The widths a `Table` (spacing 1, the 2-cell `▶ ` highlight, no flex) gives `widths` in
 /// a block `outer` cells wide with borders, so cells can be cut to fit with `…`.
 pub fn table_widths(outer: u16, widths: &[Constraint]) -> Vec<u16> {
@@ -151,6 +156,13 @@ mod tests {
         assert_eq!(cut.spans[1].style, bad);
         assert_eq!(fit_line(line.clone(), 4).to_string(), "5xx…");
         assert_eq!(fit_line(line.clone(), 10).to_string(), "5xx 18.00%");
+    }
+
+    #[test]
+    fn counts_agree_with_their_nouns() {
+        assert_eq!(count(1, "revision", "revisions"), "1 revision");
+        assert_eq!(count(0, "revision", "revisions"), "0 revisions");
+        assert_eq!(count(2, "watch", "watches"), "2 watches");
     }
 
     #[test]
