@@ -131,6 +131,51 @@ impl HistoryItem<'_> {
     }
 }
 
+/// A History row's identity, so the selection stays on the same row when rows are added.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum HistoryAnchor {
+    Revision(u64),
+    /// A journal entry (found again in its own row, or in the row of the revision it made).
+    Entry {
+        time: DateTime<Utc>,
+        actor: String,
+        description: String,
+    },
+}
+
+impl HistoryItem<'_> {
+    fn anchor(&self) -> HistoryAnchor {
+        match self {
+            HistoryItem::Revision { rev, .. } => HistoryAnchor::Revision(rev.number),
+            HistoryItem::Journal(e) => HistoryAnchor::Entry {
+                time: e.time,
+                actor: e.actor.clone(),
+                description: e.description.clone(),
+            },
+        }
+    }
+
+    fn is(&self, anchor: &HistoryAnchor) -> bool {
+        match anchor {
+            HistoryAnchor::Revision(n) => self.revision() == Some(*n),
+            HistoryAnchor::Entry {
+                time,
+                actor,
+                description,
+            } => self.entry().is_some_and(|e| {
+                e.time == *time && e.actor == *actor && e.description == *description
+            }),
+        }
+    }
+}
+
+/// The selected rows of one environment's lists, by identity rather than position.
+struct Selection {
+    route: Option<String>,
+    history: Option<HistoryAnchor>,
+    flag: Option<String>,
+}
+
 /// The outcome as History and toasts say it.
 pub fn outcome_word(o: Outcome) -> &'static str {
     match o {
@@ -543,6 +588,44 @@ impl EnvState {
         }
     }
 
+    fn selection(&self, filter: &str) -> Selection {
+        Selection {
+            route: self.selected_route(filter).map(|r| r.name.clone()),
+            history: self.selected_history(filter).map(|h| h.anchor()),
+            flag: self.selected_flag(filter).map(|f| f.key.clone()),
+        }
+    }
+
+    /// Puts each selection back on the row it was on before the lists changed (a new
+    /// revision or journal entry on top must not move it onto another revision); a row
+    /// that is gone leaves the position as it was. A History selection on the top row
+    /// follows the newest row instead: that is never a revision to roll back to (the newest
+    /// revision is the one in force), and it keeps the newest entry in view.
+    fn reselect(&mut self, filter: &str, s: &Selection) {
+        if let Some(i) = s
+            .route
+            .as_ref()
+            .and_then(|n| self.routes(filter).iter().position(|r| r.name == *n))
+        {
+            self.selected = i;
+        }
+        if let Some(i) = s
+            .history
+            .as_ref()
+            .filter(|_| self.rev_selected > 0)
+            .and_then(|a| self.history(filter).iter().position(|h| h.is(a)))
+        {
+            self.rev_selected = i;
+        }
+        if let Some(i) = s
+            .flag
+            .as_ref()
+            .and_then(|k| self.flags(filter).iter().position(|f| f.key == *k))
+        {
+            self.flag_selected = i;
+        }
+    }
+
     pub fn flags(&self, filter: &str) -> Vec<&FlagStatus> {
         self.status.as_ref().map_or_else(Vec::new, |s| {
             s.flags.iter().filter(|f| matches(filter, &f.key)).collect()
@@ -586,6 +669,9 @@ pub struct App {
     pub list_paths: fn(&str) -> Vec<String>,
     /// The diff last asked for (environment, revision), so it is asked for once.
     diff_wanted: Option<(usize, u64)>,
+    /// Changes asked for together (`fault A B clear`), planned one after another: each
+    /// waits for the one before to be applied; anything else drops the rest.
+    queued: std::collections::VecDeque<(String, Action)>,
     next_id: u64,
 }
 
@@ -594,6 +680,8 @@ pub struct App {
 pub enum Intent {
     /// A change, to be planned and confirmed.
     Change(Action),
+    /// Several changes, planned and confirmed one after another.
+    Changes(Vec<Action>),
     /// The same as pressing the action's key.
     Key(KeyAction),
     Env(String),
@@ -662,6 +750,15 @@ pub fn parse_command(line: &str, map: &Keymap) -> Result<Intent, String> {
                 .map_err(|_| format!("a revision is a number, not {n:?}"))?;
             Ok(Intent::Change(Action::Rollback { to: Some(n) }))
         }
+        ("fault", [upstreams @ .., "clear"]) if upstreams.len() > 1 => Ok(Intent::Changes(
+            upstreams
+                .iter()
+                .map(|u| Action::SetFault {
+                    upstream: u.to_string(),
+                    faults: FaultSpec::default(),
+                })
+                .collect(),
+        )),
         ("fault", [upstream, rest @ ..]) => {
             let faults = match rest {
                 ["5xx" | "error" | "errors", pct] => FaultSpec {
@@ -753,6 +850,7 @@ impl App {
             walk_yes: false,
             list_paths: |_| Vec::new(),
             diff_wanted: None,
+            queued: std::collections::VecDeque::new(),
             next_id: 1,
         }
     }
@@ -796,10 +894,41 @@ impl App {
         }
     }
 
+    /// Plans `action` in the current environment.
     fn request(&mut self, action: Action) -> Vec<Command> {
-        let Some(env) = self.env() else {
+        match self.env() {
+            Some(env) => self.request_in(env.def.name.clone(), action),
+            None => vec![],
+        }
+    }
+
+    /// Plans the first of `actions` in the current environment; the others follow, each
+    /// once the one before is applied.
+    fn request_all(&mut self, actions: Vec<Action>) -> Vec<Command> {
+        let Some(env) = self.env().map(|e| e.def.name.clone()) else {
             return vec![];
         };
+        let mut actions = actions.into_iter();
+        let Some(first) = actions.next() else {
+            return vec![];
+        };
+        let cmds = self.request_in(env.clone(), first);
+        if !cmds.is_empty() {
+            self.queued = actions.map(|a| (env.clone(), a)).collect();
+        }
+        cmds
+    }
+
+    /// The queued changes will not be made: say which.
+    fn drop_queued(&mut self) {
+        if self.queued.is_empty() {
+            return;
+        }
+        let left: Vec<String> = self.queued.drain(..).map(|(_, a)| a.to_string()).collect();
+        self.toast(ToastKind::Info, format!("not planned: {}", left.join("; ")));
+    }
+
+    fn request_in(&mut self, env: String, action: Action) -> Vec<Command> {
         if self.busy.is_some() {
             self.toast(
                 ToastKind::Info,
@@ -807,7 +936,6 @@ impl App {
             );
             return vec![];
         }
-        let env = env.def.name.clone();
         let id = self.next_id;
         self.next_id += 1;
         self.busy = Some(Busy::Planning {
@@ -939,8 +1067,8 @@ impl App {
         })
     }
 
-    /// The upstream a fault goes to by default: the route's canary, else its live side.
-    fn fault_target(&mut self) -> Option<String> {
+    /// The selected route, when a sandbox can inject faults into its upstreams.
+    fn fault_route(&mut self) -> Option<RouteStatus> {
         if !self.sandbox {
             self.toast(
                 ToastKind::Info,
@@ -948,11 +1076,7 @@ impl App {
             );
             return None;
         }
-        let route = self.selected_route()?;
-        route
-            .canary_pair()
-            .map(|(_, c)| c.to_string())
-            .or_else(|| route.live().map(String::from))
+        self.selected_route()
     }
 
     /// Carries out a key's action (from the keyboard or the palette).
@@ -1023,13 +1147,14 @@ impl App {
             KeyAction::Rollback => return self.rollback(),
             KeyAction::Rollforward => return self.request(Action::Rollforward),
             KeyAction::Fault => {
-                if let Some(up) = self.fault_target() {
+                if let Some(up) = self.fault_route().as_ref().and_then(fault_target) {
                     self.open_palette(format!("fault {up} 5xx 50"));
                 }
             }
             KeyAction::ClearFault => {
-                if let Some(up) = self.fault_target() {
-                    self.open_palette(format!("fault {up} clear"));
+                if let Some(r) = self.fault_route() {
+                    let ups: Vec<&str> = r.split.keys().map(String::as_str).collect();
+                    self.open_palette(format!("fault {} clear", ups.join(" ")));
                 }
             }
         }
@@ -1037,6 +1162,11 @@ impl App {
     }
 
     fn main_key(&mut self, key: Key) -> Vec<Command> {
+        // Esc clears a filter kept with Enter (the filter prompt's own Esc clears it too).
+        if key == Key::Esc && !self.filter.is_empty() {
+            self.filter.clear();
+            return vec![];
+        }
         let Some(b) = self.keymap.lookup(key) else {
             return vec![];
         };
@@ -1077,7 +1207,7 @@ impl App {
             }
         };
         let mutating = match &intent {
-            Intent::Change(_) | Intent::Walk { .. } => true,
+            Intent::Change(_) | Intent::Changes(_) | Intent::Walk { .. } => true,
             Intent::Key(a) => self.keymap.binding(*a).is_some_and(|b| b.mutating),
             _ => false,
         };
@@ -1090,6 +1220,7 @@ impl App {
         self.input = None;
         match intent {
             Intent::Change(action) => self.request(action),
+            Intent::Changes(actions) => self.request_all(actions),
             Intent::Key(a) => self.action(a, None),
             Intent::Env(name) => {
                 match self.envs.iter().position(|e| e.def.name == name) {
@@ -1186,7 +1317,7 @@ impl App {
 
     /// Completion hints for the palette: the commands or values the current word may be.
     pub fn palette_hints(&self) -> Vec<String> {
-        let Some(input) = &self.input else {
+        let Some(input) = self.input.as_ref().filter(|i| i.kind == InputKind::Palette) else {
             return vec![];
         };
         let mut words: Vec<&str> = input.text.split_whitespace().collect();
@@ -1271,6 +1402,7 @@ impl App {
                 let id = d.id;
                 self.dialog = None;
                 self.toast(ToastKind::Info, "cancelled: nothing was changed");
+                self.drop_queued();
                 vec![Command::Cancel { id }]
             }
             Key::Enter if d.can_confirm() => {
@@ -1305,6 +1437,7 @@ impl App {
             Err(e) => {
                 self.busy = None;
                 self.toast(ToastKind::Failure, format!("cannot plan: {e}"));
+                self.drop_queued();
                 vec![]
             }
             Ok(plan) if plan.allowed() && plan.confirm == ConfirmPolicy::None => {
@@ -1326,12 +1459,14 @@ impl App {
         }
     }
 
-    fn executed(&mut self, id: u64, r: ExecResult) {
+    /// The result of change `id`; the next queued change is planned once it was applied.
+    fn executed(&mut self, id: u64, r: ExecResult) -> Vec<Command> {
+        let ours = matches!(&self.busy, Some(Busy::Applying { id: b, .. }) if *b == id);
         let what = match &self.busy {
-            Some(Busy::Applying { id: b, what }) if *b == id => what.clone(),
+            Some(Busy::Applying { what, .. }) if ours => what.clone(),
             _ => format!("change {id}"),
         };
-        if matches!(&self.busy, Some(Busy::Applying { id: b, .. }) if *b == id) {
+        if ours {
             self.busy = None;
         }
         let err = r.error.as_deref().unwrap_or("no detail");
@@ -1350,6 +1485,17 @@ impl App {
             Outcome::Failed => (ToastKind::Failure, format!("✗ failed: {what}: {err}")),
         };
         self.toast(kind, text);
+        if !ours {
+            return vec![];
+        }
+        if r.outcome != Outcome::Applied {
+            self.drop_queued();
+            return vec![];
+        }
+        match self.queued.pop_front() {
+            Some((env, action)) => self.request_in(env, action),
+            None => vec![],
+        }
     }
 
     /// In History, the selected revision's diff is read once it is selected.
@@ -1375,8 +1521,31 @@ impl App {
     }
 }
 
+/// Where `x` injects a fault by default: the route's canary, else its idle side (the one
+/// with the least traffic), so the fault is rehearsed where it hurts least.
+fn fault_target(route: &RouteStatus) -> Option<String> {
+    match route.canary_pair() {
+        Some((_, canary)) => Some(canary.to_string()),
+        None => route
+            .split
+            .iter()
+            .min_by(|a, b| a.1.cmp(b.1).then(a.0.cmp(b.0)))
+            .map(|(up, _)| up.clone()),
+    }
+}
+
 /// Applies one event; returns what `run` must do. Never does I/O.
 pub fn update(app: &mut App, event: Event) -> Vec<Command> {
+    // New data keeps every selection on its row (by name, revision or journal entry).
+    let changed: Vec<usize> = match &event {
+        Event::EnvUpdate { env, .. } => vec![*env],
+        Event::Journal(Ok(_)) => (0..app.envs.len()).collect(),
+        _ => vec![],
+    };
+    let before: Vec<(usize, Selection)> = changed
+        .into_iter()
+        .filter_map(|i| Some((i, app.envs.get(i)?.selection(&app.filter))))
+        .collect();
     let walk_dialog = app.dialog.clone().filter(|d| d.walk);
     let walk_prompt = app.walk.as_ref().is_some_and(|w| w.prompt.is_some());
     let mut cmds = match event {
@@ -1470,15 +1639,15 @@ pub fn update(app: &mut App, event: Event) -> Vec<Command> {
             vec![]
         }
         Event::Planned { id, result } => app.planned(id, result),
-        Event::Executed { id, result } => {
-            app.executed(id, result);
-            vec![]
-        }
+        Event::Executed { id, result } => app.executed(id, result),
         Event::Walk(ev) => app.walk_event(ev),
     };
     app.show_queued_confirm();
-    // Selections stay inside their (possibly filtered or shrunk) lists.
     let filter = app.filter.clone();
+    for (i, sel) in &before {
+        app.envs[*i].reselect(&filter, sel);
+    }
+    // Selections stay inside their (possibly filtered or shrunk) lists.
     for e in &mut app.envs {
         e.selected = e.selected.min(e.routes(&filter).len().saturating_sub(1));
         e.rev_selected = e
@@ -2018,6 +2187,25 @@ pub(crate) mod tests {
         assert_eq!(app.filter, "", "Esc clears the filter");
     }
 
+    #[test]
+    fn esc_on_the_main_screen_clears_a_kept_filter() {
+        let mut app = app_with(vec![def("dev", ConfirmPolicy::None, false)], false);
+        keys(&mut app, &[Key::Char('/')]);
+        type_text(&mut app, "pay");
+        assert!(
+            app.palette_hints().is_empty(),
+            "the filter prompt lists no commands"
+        );
+        keys(&mut app, &[Key::Enter]);
+        assert_eq!(app.filter, "pay");
+        assert!(app.input.is_none());
+        keys(&mut app, &[Key::Esc]);
+        assert_eq!(app.filter, "", "Esc clears the filter kept with Enter");
+        assert_eq!(app.env().unwrap().routes(&app.filter).len(), 3);
+        // With no filter, Esc does nothing (and quits nothing).
+        assert!(keys(&mut app, &[Key::Esc]).is_empty());
+    }
+
     fn revs(n: u64) -> Vec<RevisionInfo> {
         (1..=n)
             .map(|i| RevisionInfo {
@@ -2075,6 +2263,118 @@ pub(crate) mod tests {
             ),
             "{c:?}"
         );
+    }
+
+    #[test]
+    fn history_keeps_the_selected_revision_when_entries_arrive_on_top() {
+        let mut app = app_with(vec![def("prod", ConfirmPolicy::TypeName, false)], false);
+        let poll = |app: &mut App, n: u64| {
+            update(
+                app,
+                Event::EnvUpdate {
+                    watches: Vec::new(),
+                    env: 0,
+                    status: Ok(status(n, 5)),
+                    revisions: Some(revs_at(n)),
+                    at: t0(),
+                },
+            )
+        };
+        poll(&mut app, 4);
+        keys(&mut app, &[Key::Char('H'), Key::Char('j')]);
+        let selected = |app: &App| app.env().unwrap().selected_revision("").map(|r| r.number);
+        assert_eq!(selected(&app), Some(3));
+        // Another operator makes revision 5.
+        poll(&mut app, 5);
+        assert_eq!(selected(&app), Some(3), "still r3, not r4");
+        // A cancelled dialog lands in the journal, newest of all.
+        let cancelled = journal_entry("prod", 60, Outcome::Cancelled, None, None);
+        update(
+            &mut app,
+            Event::Journal(Ok(JournalRead {
+                entries: vec![cancelled.clone()],
+                skipped: 0,
+            })),
+        );
+        assert_eq!(app.env().unwrap().history("").len(), 6);
+        assert_eq!(
+            selected(&app),
+            Some(3),
+            "still r3 under the new journal row"
+        );
+        let c = keys(&mut app, &[Key::Char('r')]);
+        assert!(
+            matches!(
+                &c[..],
+                [Command::Plan {
+                    action: Action::Rollback { to: Some(3) },
+                    ..
+                }]
+            ),
+            "{c:?}"
+        );
+        app.busy = None;
+        // A selected journal row stays selected too, by its entry.
+        let refused = journal_entry("prod", 70, Outcome::Refused, None, Some("frozen"));
+        let journal = |app: &mut App, entries: Vec<AuditEntry>| {
+            update(
+                app,
+                Event::Journal(Ok(JournalRead {
+                    entries,
+                    skipped: 0,
+                })),
+            )
+        };
+        journal(&mut app, vec![cancelled.clone(), refused.clone()]);
+        assert_eq!(selected(&app), Some(3));
+        keys(&mut app, &[Key::Char('k'); 3]);
+        let selected_outcome = |app: &App| {
+            app.env()
+                .unwrap()
+                .selected_history("")
+                .and_then(|h| h.entry().map(|e| e.outcome))
+        };
+        assert_eq!(app.env().unwrap().rev_selected, 1);
+        assert_eq!(selected_outcome(&app), Some(Outcome::Cancelled));
+        let failed = journal_entry("prod", 80, Outcome::Failed, None, Some("timed out"));
+        journal(
+            &mut app,
+            vec![cancelled.clone(), refused.clone(), failed.clone()],
+        );
+        assert_eq!(app.env().unwrap().rev_selected, 2);
+        assert_eq!(selected_outcome(&app), Some(Outcome::Cancelled));
+        // On the top row, the selection follows the newest entry.
+        keys(&mut app, &[Key::Char('k'); 2]);
+        let conflict = journal_entry("prod", 90, Outcome::Conflict, None, Some("moved"));
+        journal(&mut app, vec![cancelled, refused, failed, conflict]);
+        assert_eq!(app.env().unwrap().rev_selected, 0);
+        assert_eq!(selected_outcome(&app), Some(Outcome::Conflict));
+    }
+
+    #[test]
+    fn the_selected_route_stays_selected_when_a_route_is_added_before_it() {
+        let mut app = app_with(vec![def("dev", ConfirmPolicy::None, false)], false);
+        keys(&mut app, &[Key::Char('j')]);
+        let mut s = status(4, 5);
+        let mut extra = s.routes[2].clone();
+        extra.name = "accounts".into();
+        s.routes.insert(0, extra);
+        update(
+            &mut app,
+            Event::EnvUpdate {
+                watches: Vec::new(),
+                env: 0,
+                status: Ok(s),
+                revisions: None,
+                at: t0(),
+            },
+        );
+        let r = app
+            .env()
+            .unwrap()
+            .selected_route("")
+            .map(|r| r.name.clone());
+        assert_eq!(r.as_deref(), Some("payments"));
     }
 
     /// A journal entry `mins` minutes after t0.
@@ -2356,6 +2656,89 @@ pub(crate) mod tests {
                     }
                 }
             }]
+        );
+    }
+
+    #[test]
+    fn x_aims_at_the_idle_side_and_big_x_clears_every_upstream_of_the_route() {
+        let clear = |up: &str| Action::SetFault {
+            upstream: up.into(),
+            faults: FaultSpec::default(),
+        };
+        let mut app =
+            app_with(vec![def("dev", ConfirmPolicy::None, false)], false).with_sandbox(true);
+        // users is blue-green with blue live: the fault goes to idle green.
+        keys(&mut app, &[Key::Char('x')]);
+        assert_eq!(app.input.as_ref().unwrap().text, "fault users-green 5xx 50");
+        keys(&mut app, &[Key::Esc, Key::Char('j'), Key::Char('X')]);
+        assert_eq!(
+            app.input.as_ref().unwrap().text,
+            "fault payments-v1 payments-v2 clear"
+        );
+        let c = keys(&mut app, &[Key::Enter]);
+        assert_eq!(
+            c,
+            vec![Command::Plan {
+                id: 1,
+                env: "dev".into(),
+                action: clear("payments-v1")
+            }]
+        );
+        // dev needs no confirmation: applied, then the next one is planned.
+        let mut plan = plan_view("dev", ConfirmPolicy::None, true);
+        plan.description = "clear faults of payments-v1".into();
+        let c = update(
+            &mut app,
+            Event::Planned {
+                id: 1,
+                result: Ok(plan),
+            },
+        );
+        assert_eq!(c, vec![Command::Execute { id: 1 }]);
+        let applied = ExecResult {
+            outcome: Outcome::Applied,
+            revision: None,
+            error: None,
+        };
+        let c = update(
+            &mut app,
+            Event::Executed {
+                id: 1,
+                result: applied,
+            },
+        );
+        assert_eq!(
+            c,
+            vec![Command::Plan {
+                id: 2,
+                env: "dev".into(),
+                action: clear("payments-v2")
+            }]
+        );
+        assert!(app.queued.is_empty());
+
+        // A cancelled dialog drops the rest, and says so.
+        let mut app =
+            app_with(vec![def("prod", ConfirmPolicy::Yes, false)], false).with_sandbox(true);
+        keys(&mut app, &[Key::Char(':')]);
+        type_text(&mut app, "fault users-blue users-green clear");
+        keys(&mut app, &[Key::Enter]);
+        update(
+            &mut app,
+            Event::Planned {
+                id: 1,
+                result: Ok(plan_view("prod", ConfirmPolicy::Yes, true)),
+            },
+        );
+        assert!(app.dialog.is_some());
+        assert_eq!(keys(&mut app, &[Key::Esc]), vec![Command::Cancel { id: 1 }]);
+        assert!(app.queued.is_empty());
+        assert!(
+            app.toasts
+                .iter()
+                .any(|t| t.text == "not planned: clear faults of users-green"),
+            "{:?}",
+            app.toasts
         );
     }
 

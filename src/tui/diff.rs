@@ -4,6 +4,8 @@
 
 use serde_json::{Map, Value};
 
+use super::views::text::count;
+
 /// A revision as the diff reads it: `{"config": GatewayConfig, "flags": flagd doc}`.
 pub fn revision_value(config: Value, flags: Option<Value>) -> Value {
     serde_json::json!({ "config": config, "flags": flags })
@@ -122,10 +124,22 @@ pub fn revision_diff(before: Option<&Value>, after: &Value) -> Vec<String> {
     let cfg = &after["config"];
     let Some(before) = before else {
         return vec![format!(
-            "+ first revision: {} routes, {} upstreams, {} flags",
-            cfg["routes"].as_array().map_or(0, Vec::len),
-            cfg["upstreams"].as_object().map_or(0, Map::len),
-            after["flags"]["flags"].as_object().map_or(0, Map::len),
+            "+ first revision: {}, {}, {}",
+            count(
+                cfg["routes"].as_array().map_or(0, Vec::len),
+                "route",
+                "routes"
+            ),
+            count(
+                cfg["upstreams"].as_object().map_or(0, Map::len),
+                "upstream",
+                "upstreams"
+            ),
+            count(
+                after["flags"]["flags"].as_object().map_or(0, Map::len),
+                "flag",
+                "flags"
+            ),
         )];
     };
     let old = &before["config"];
@@ -217,7 +231,7 @@ mod tests {
         let r = rev((100, 0), "ENABLED", true);
         assert_eq!(
             revision_diff(None, &r),
-            vec!["+ first revision: 2 routes, 2 upstreams, 1 flags"]
+            vec!["+ first revision: 2 routes, 2 upstreams, 1 flag"]
         );
         assert_eq!(
             revision_diff(Some(&r), &r),

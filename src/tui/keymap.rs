@@ -262,7 +262,7 @@ const DEFAULTS: &[Preset] = &[
     b!(WalkView, "walk_view", &[Key::Char('W')], "W", "walk", "view: the walkthrough (start one with :walk PATH)", false, false, All),
     b!(Rollback, "rollback", &[Key::Char('r')], "r", "rollback", "roll back (in History: to the selected revision)", true, true, Manual),
     b!(Rollforward, "rollforward", &[Key::Char('R')], "R", "rollfwd", "roll forward (undo the last rollback)", true, false, Manual),
-    b!(Fault, "fault", &[Key::Char('x')], "x", "fault", "sandbox: inject a fault into the selected route's canary", true, false, Sandbox),
+    b!(Fault, "fault", &[Key::Char('x')], "x", "fault", "sandbox: inject a fault into the selected route's idle side", true, false, Sandbox),
     b!(ClearFault, "clear_fault", &[Key::Char('X')], "X", "clear fault", "sandbox: clear faults of the selected route's upstreams", true, false, Sandbox),
     b!(WalkContinue, "walk_continue", &[Key::Char('c')], "c", "continue", "walkthrough: approve the pause (or accept an inconclusive analysis) and go on", true, true, Walk),
     b!(WalkSkip, "walk_skip", &[Key::Char('s')], "s", "skip", "walkthrough: skip the step it stopped at (asks for a reason, which is audited)", true, true, Walk),
@@ -447,7 +447,7 @@ pub const COMMANDS: &[PaletteCommand] = &[
     PaletteCommand {
         name: "fault",
         usage: "fault UPSTREAM 5xx PERCENT | latency MS | down | clear",
-        description: "sandbox: inject or clear a fault in an upstream's service",
+        description: "sandbox: inject or clear a fault in an upstream's service (clear takes several)",
         mutating: true,
     },
     PaletteCommand {

@@ -8,7 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
 
 use super::header::{health_style, health_symbol};
-use super::live::{error_style, latency_text, ratio_text};
+use super::live::{error_style, error_text, latency_text};
 use crate::domain::RouteStatus;
 use std::collections::HashSet;
 
@@ -16,8 +16,10 @@ use crate::domain::metrics::Verdict;
 use crate::tui::app::{App, EnvState};
 use crate::tui::theme::Theme;
 
+use super::text;
+
 /// The narrowest an environment's column may be.
-const MIN_COL: u16 = 18;
+const MIN_COL: u16 = 20;
 const ROUTE_COL: u16 = 10;
 
 /// `v2 25%` for a canary, `live green` for blue-green, the upstream for a single one.
@@ -47,7 +49,7 @@ pub fn visible(count: usize, current: usize, width: u16) -> std::ops::Range<usiz
     start..start + fit
 }
 
-fn cell<'a>(env: &EnvState, route: &str, wide: bool, theme: &Theme) -> Cell<'a> {
+fn cell<'a>(env: &EnvState, route: &str, wide: bool, width: u16, theme: &Theme) -> Cell<'a> {
     let Some(r) = env.route_named(route) else {
         let text = if env.status.is_none() { "?" } else { "—" };
         return Cell::from(Span::styled(text, theme.dim));
@@ -56,7 +58,7 @@ fn cell<'a>(env: &EnvState, route: &str, wide: bool, theme: &Theme) -> Cell<'a> 
     if let Some(m) = env.route_metrics(route) {
         if let Some(e) = m.signals.error_ratio_5xx.get() {
             spans.push(Span::styled(
-                format!(" {:>6}", ratio_text(e)),
+                format!(" {:>8}", error_text(e)),
                 error_style(e, theme),
             ));
         }
@@ -64,12 +66,13 @@ fn cell<'a>(env: &EnvState, route: &str, wide: bool, theme: &Theme) -> Cell<'a> 
             spans.push(Span::styled(format!(" p95 {}", latency_text(p)), theme.dim));
         }
     }
-    Cell::from(Line::from(spans))
+    Cell::from(text::fit_line(Line::from(spans), usize::from(width)))
 }
 
 /// The selected route in every environment, one line each: the whole split, 5xx, p95 and
 /// the canary verdict, so two environments can be compared at a glance.
 fn detail(f: &mut Frame, area: Rect, app: &App, route: &str, theme: &Theme) {
+    let inner = usize::from(area.width.saturating_sub(2));
     let lines: Vec<Line> = app
         .envs
         .iter()
@@ -77,7 +80,7 @@ fn detail(f: &mut Frame, area: Rect, app: &App, route: &str, theme: &Theme) {
             let mut spans = vec![Span::styled(format!("{:<8}", e.def.name), theme.title)];
             let Some(r) = e.route_named(route) else {
                 spans.push(Span::styled("no such route", theme.dim));
-                return Line::from(spans);
+                return text::fit_line(Line::from(spans), inner);
             };
             spans.push(Span::styled(
                 format!("{:<24}", super::routes::split_text(r, true)),
@@ -86,7 +89,7 @@ fn detail(f: &mut Frame, area: Rect, app: &App, route: &str, theme: &Theme) {
             if let Some(m) = e.route_metrics(route) {
                 if let Some(v) = m.signals.error_ratio_5xx.get() {
                     spans.push(Span::styled(
-                        format!(" 5xx {}", ratio_text(v)),
+                        format!(" 5xx {}", error_text(v)),
                         error_style(v, theme),
                     ));
                 }
@@ -104,7 +107,7 @@ fn detail(f: &mut Frame, area: Rect, app: &App, route: &str, theme: &Theme) {
                     None => {}
                 }
             }
-            Line::from(spans)
+            text::fit_line(Line::from(spans), inner)
         })
         .collect();
     f.render_widget(
@@ -175,27 +178,34 @@ pub fn draw(f: &mut Frame, full: Rect, app: &App, theme: &Theme) {
             .as_ref()
             .map(|s| format!(" r{}", s.revision))
             .unwrap_or_default();
-        header.push(Cell::from(Line::from(vec![
-            Span::styled(format!("{}{rev} ", e.def.name), style),
-            Span::styled(health_symbol(h), health_style(h, theme)),
-        ])));
+        // The second line says what the cells hold, so `live green 100.00%` does not read
+        // as a traffic share.
+        let what = format!("{:<10} {:>8}", "traffic", "5xx");
+        header.push(Cell::from(vec![
+            Line::from(vec![
+                Span::styled(format!("{}{rev} ", e.def.name), style),
+                Span::styled(health_symbol(h), health_style(h, theme)),
+            ]),
+            Line::from(Span::styled(what, theme.dim)),
+        ]));
     }
-    // Only the rows that fit are built (borders and the header take three lines).
+    // Only the rows that fit are built (borders and the two header lines take four).
     let selected = selected_name
         .as_deref()
         .and_then(|s| names.iter().position(|n| *n == s));
-    let fit = usize::from(area.height.saturating_sub(3)).max(1);
+    let fit = usize::from(area.height.saturating_sub(4)).max(1);
     let start = selected.map_or(0, |s| (s + 1).saturating_sub(fit));
     let window = &names[start.min(names.len())..(start + fit).min(names.len())];
+    let mut widths = vec![Constraint::Length(ROUTE_COL)];
+    widths.extend(cols.clone().map(|_| Constraint::Fill(1)));
+    let cell_w = text::table_widths(area.width, &widths);
     let rows = window.iter().map(|n| {
-        let mut cells = vec![Cell::from(n.to_string())];
-        for e in visible_envs {
-            cells.push(cell(e, n, wide, theme));
+        let mut cells = vec![Cell::from(text::fit(n, usize::from(ROUTE_COL)))];
+        for (e, w) in visible_envs.iter().zip(&cell_w[1..]) {
+            cells.push(cell(e, n, wide, *w, theme));
         }
         Row::new(cells).style(theme.base)
     });
-    let mut widths = vec![Constraint::Length(ROUTE_COL)];
-    widths.extend(cols.clone().map(|_| Constraint::Fill(1)));
     let hidden = app.envs.len() - cols.len();
     let title = if hidden > 0 {
         format!(
@@ -207,7 +217,7 @@ pub fn draw(f: &mut Frame, full: Rect, app: &App, theme: &Theme) {
         " all environments ".to_string()
     };
     let table = Table::new(rows, widths)
-        .header(Row::new(header))
+        .header(Row::new(header).height(2))
         .block(
             Block::default()
                 .borders(Borders::ALL)

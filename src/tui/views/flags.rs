@@ -10,29 +10,11 @@ use crate::domain::FlagState;
 use crate::tui::app::EnvState;
 use crate::tui::theme::Theme;
 
+use super::text;
+
 pub fn draw(f: &mut Frame, area: Rect, env: &EnvState, filter: &str, theme: &Theme) {
     let flags = env.flags(filter);
     let wide = area.width >= 100;
-    let rows = flags.iter().map(|fl| {
-        let (state, style) = match fl.state {
-            FlagState::Enabled => ("● on", theme.ok),
-            FlagState::Disabled => ("○ off", theme.dim),
-        };
-        let mut cells = vec![
-            Cell::from(fl.key.clone()),
-            Cell::from(Span::styled(state, style)),
-            Cell::from(fl.default_variant.clone().unwrap_or_else(|| "-".into())),
-            Cell::from(Span::styled(
-                if fl.has_targeting { "targeting" } else { "-" },
-                theme.accent,
-            )),
-        ];
-        if wide {
-            cells.push(Cell::from(Span::styled(fl.variants.join(", "), theme.dim)));
-        }
-        Row::new(cells).style(theme.base)
-    });
-    let mut header = vec!["flag", "state", "default", "rules"];
     let mut widths = vec![
         Constraint::Fill(2),
         Constraint::Length(6),
@@ -40,8 +22,36 @@ pub fn draw(f: &mut Frame, area: Rect, env: &EnvState, filter: &str, theme: &The
         Constraint::Length(10),
     ];
     if wide {
-        header.push("variants");
         widths.push(Constraint::Fill(2));
+    }
+    // Keys, variants and lists are cut visibly (`…`).
+    let w = text::table_widths(area.width, &widths);
+    let fit = |s: &str, i: usize| text::fit(s, usize::from(w[i]));
+    let rows = flags.iter().map(|fl| {
+        let (state, style) = match fl.state {
+            FlagState::Enabled => ("● on", theme.ok),
+            FlagState::Disabled => ("○ off", theme.dim),
+        };
+        let mut cells = vec![
+            Cell::from(fit(&fl.key, 0)),
+            Cell::from(Span::styled(state, style)),
+            Cell::from(fit(fl.default_variant.as_deref().unwrap_or("-"), 2)),
+            Cell::from(Span::styled(
+                if fl.has_targeting { "targeting" } else { "-" },
+                theme.accent,
+            )),
+        ];
+        if wide {
+            cells.push(Cell::from(Span::styled(
+                fit(&fl.variants.join(", "), 4),
+                theme.dim,
+            )));
+        }
+        Row::new(cells).style(theme.base)
+    });
+    let mut header = vec!["flag", "state", "default", "rules"];
+    if wide {
+        header.push("variants");
     }
     let table = Table::new(rows, widths)
         .header(Row::new(header).style(theme.title))

@@ -102,7 +102,10 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         // Watched: the data is as old as the last change, which says nothing about freshness.
         Some(_) if env.is_watched() && troubled.is_empty() => {
             line.push(Span::styled(
-                format!("  watching {} kinds", env.watches.len()),
+                format!(
+                    "  watching {}",
+                    super::text::count(env.watches.len(), "kind", "kinds")
+                ),
                 theme.dim,
             ));
         }

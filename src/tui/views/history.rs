@@ -15,6 +15,8 @@ use crate::domain::Outcome;
 use crate::tui::app::{App, EnvState, HistoryItem, outcome_word};
 use crate::tui::theme::Theme;
 
+use super::text;
+
 fn block<'a>(title: String, theme: &Theme) -> Block<'a> {
     Block::default()
         .borders(Borders::ALL)
@@ -54,7 +56,24 @@ fn list(f: &mut Frame, area: Rect, app: &App, env: &EnvState, theme: &Theme) {
     let selected = env.rev_selected.min(items.len().saturating_sub(1));
     let start = (selected + 1).saturating_sub(fit);
     let window = &items[start.min(items.len())..(start + fit).min(items.len())];
-    let time_fmt = if wide { "%m-%d %H:%M:%S" } else { "%d %H:%M" };
+    // Month and day, so a day-old row cannot pass for today's.
+    let time_fmt = if wide {
+        "%m-%d %H:%M:%S"
+    } else {
+        "%m-%d %H:%M"
+    };
+    let mut widths = vec![
+        Constraint::Length(6),
+        Constraint::Length(if wide { 14 } else { 11 }),
+    ];
+    if wide {
+        widths.push(Constraint::Length(16));
+    }
+    widths.extend([Constraint::Length(10), Constraint::Fill(1)]);
+    let cells = text::table_widths(area.width, &widths);
+    // Actor and description are cut visibly (`…`), never into another value.
+    let actor_w = usize::from(cells[2]);
+    let what_w = usize::from(cells[cells.len() - 1]);
     let rows = window.iter().map(|item| {
         let (mark, mark_style, what) = match item {
             HistoryItem::Revision { rev, .. } => {
@@ -88,31 +107,27 @@ fn list(f: &mut Frame, area: Rect, app: &App, env: &EnvState, theme: &Theme) {
         ];
         // At 80 columns the actor is left to the detail pane.
         if wide {
-            cells.push(Cell::from(Span::styled(actor.to_string(), theme.dim)));
+            cells.push(Cell::from(Span::styled(
+                text::fit(actor, actor_w),
+                theme.dim,
+            )));
         }
         cells.push(Cell::from(outcome));
-        cells.push(Cell::from(what));
+        cells.push(Cell::from(text::fit(&what, what_w)));
         Row::new(cells).style(theme.base)
     });
-    let mut widths = vec![
-        Constraint::Length(6),
-        Constraint::Length(if wide { 14 } else { 8 }),
-    ];
-    if wide {
-        widths.push(Constraint::Length(16));
-    }
-    widths.extend([Constraint::Length(10), Constraint::Fill(1)]);
     let mut title = format!(
-        " history of {} ({}: {} revisions, {} journal) ",
+        " history of {} ({}: {}, {} journal) ",
         env.def.name,
         items.len(),
-        env.revisions.len(),
+        text::count(env.revisions.len(), "revision", "revisions"),
         env.journal.len()
     );
     if let Some(e) = &app.journal_error {
         title = format!(" history of {} · journal: {e} ", env.def.name);
     } else if app.journal_skipped > 0 {
-        title.push_str(&format!("· {} unreadable lines ", app.journal_skipped));
+        let lines = text::count(app.journal_skipped, "unreadable line", "unreadable lines");
+        title.push_str(&format!("· {lines} "));
     }
     let title_style = if app.journal_error.is_some() {
         theme.bad

@@ -53,6 +53,26 @@ pub fn latency_text(secs: f64) -> String {
     }
 }
 
+/// The symbol a 5xx ratio earns, so it reads without colour (and on a selected row): `✗`
+/// above 1%, `!` above 0.1% (as the upstreams panel marks health), none below.
+pub fn error_mark(ratio: f64) -> Option<&'static str> {
+    if ratio > 0.01 {
+        Some("✗")
+    } else if ratio > 0.001 {
+        Some("!")
+    } else {
+        None
+    }
+}
+
+/// A 5xx ratio with its mark: `✗ 18.00%`, `! 0.40%`, `0.05%`.
+pub fn error_text(ratio: f64) -> String {
+    match error_mark(ratio) {
+        Some(m) => format!("{m} {}", ratio_text(ratio)),
+        None => ratio_text(ratio),
+    }
+}
+
 /// The colour a 5xx ratio earns: above 1% bad, above 0.1% a warning.
 pub fn error_style(ratio: f64, theme: &Theme) -> Style {
     if ratio > 0.01 {
@@ -133,7 +153,7 @@ fn sides_line<'a>(r: &RouteMetrics, theme: &Theme) -> Option<Line<'a>> {
         spans.push(Span::styled(format!("{short} "), theme.title));
         let e = &u.signals.error_ratio_5xx;
         let st = e.get().map_or(theme.dim, |v| error_style(v, theme));
-        spans.push(signal(e, ratio_text, st, theme));
+        spans.push(signal(e, error_text, st, theme));
         spans.push(Span::styled(" p95 ", theme.dim));
         spans.push(signal(
             &u.signals.latency_p95,
@@ -168,7 +188,7 @@ fn lines_for<'a>(
         row(
             "5xx",
             &signals.error_ratio_5xx,
-            ratio_text,
+            error_text,
             e5.map_or(theme.dim, |v| error_style(v, theme)),
             series(|p| p.error_ratio_5xx),
             width,
@@ -232,8 +252,13 @@ fn feed_lines<'a>(
                     Line::from(Span::styled(e.message.clone(), theme.base)),
                     Line::from(Span::styled(
                         format!(
-                            "{} · {} failures in a row, retrying",
-                            feed.source, e.consecutive_failures
+                            "{} · {} in a row, retrying",
+                            feed.source,
+                            super::text::count(
+                                e.consecutive_failures as usize,
+                                "failure",
+                                "failures"
+                            )
                         ),
                         theme.dim,
                     )),
@@ -371,6 +396,9 @@ mod tests {
         assert_eq!(rate_text(12.345), "12.3/s");
         assert_eq!(rate_text(1234.0), "1234/s");
         assert_eq!(ratio_text(0.0123), "1.23%");
+        assert_eq!(error_text(0.18), "✗ 18.00%");
+        assert_eq!(error_text(0.004), "! 0.40%");
+        assert_eq!(error_text(0.001), "0.10%");
         assert_eq!(latency_text(0.0123), "12ms");
         assert_eq!(latency_text(0.0045), "4.5ms");
         assert_eq!(latency_text(1.5), "1.50s");

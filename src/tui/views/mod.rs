@@ -10,6 +10,7 @@ mod history;
 pub mod live;
 mod panels;
 mod routes;
+pub mod text;
 pub mod walk;
 
 use ratatui::Frame;

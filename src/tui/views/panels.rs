@@ -10,7 +10,10 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 use crate::control::envfile::EnvKind;
 use crate::domain::kube::{WatchState, WatchStatus};
 use crate::tui::app::{App, Busy, EnvState, InputKind, ToastKind, WalkPrompt};
+use crate::tui::keymap::KeyAction;
 use crate::tui::theme::Theme;
+
+use super::text;
 
 fn block<'a>(title: &str, theme: &Theme) -> Block<'a> {
     Block::default()
@@ -142,9 +145,9 @@ pub fn watches(f: &mut Frame, area: Rect, env: &EnvState, theme: &Theme) {
     }
     lines.push(Line::from(Span::styled(
         format!(
-            "{} of {} watches live; what the others show may be out of date",
+            "{} of {} live; what the others show may be out of date",
             env.watches.len() - troubled,
-            env.watches.len()
+            text::count(env.watches.len(), "watch", "watches")
         ),
         theme.dim,
     )));
@@ -187,6 +190,7 @@ pub fn upstreams(f: &mut Frame, area: Rect, env: &EnvState, theme: &Theme) {
     let mut lines = Vec::new();
     // Only the lines that fit are built (with 1,000 upstreams, most never show).
     let fit = usize::from(area.height.saturating_sub(2));
+    let inner = usize::from(area.width.saturating_sub(2));
     if let Some(s) = &env.status {
         for u in s.upstreams.iter().take(fit) {
             let healthy = u.healthy_targets();
@@ -218,7 +222,7 @@ pub fn upstreams(f: &mut Frame, area: Rect, env: &EnvState, theme: &Theme) {
             if !down.is_empty() {
                 spans.push(Span::styled(format!("  {}", down.join(", ")), theme.bad));
             }
-            lines.push(Line::from(spans));
+            lines.push(text::fit_line(Line::from(spans), inner));
         }
     }
     f.render_widget(Paragraph::new(lines).block(block("upstreams", theme)), area);
@@ -226,6 +230,7 @@ pub fn upstreams(f: &mut Frame, area: Rect, env: &EnvState, theme: &Theme) {
 
 pub fn revisions(f: &mut Frame, area: Rect, env: &EnvState, theme: &Theme) {
     let current = env.status.as_ref().map(|s| s.revision);
+    let inner = usize::from(area.width.saturating_sub(2));
     let lines: Vec<Line> = env
         .revisions
         .iter()
@@ -236,14 +241,28 @@ pub fn revisions(f: &mut Frame, area: Rect, env: &EnvState, theme: &Theme) {
             } else {
                 " "
             };
-            Line::from(vec![
+            let line = Line::from(vec![
                 Span::styled(format!("{mark}{:>4} ", r.number), theme.accent),
                 Span::styled(format!("{} ", r.time.format("%H:%M:%S")), theme.dim),
                 Span::styled(r.description.clone(), theme.base),
-            ])
+            ]);
+            text::fit_line(line, inner)
         })
         .collect();
     f.render_widget(Paragraph::new(lines).block(block("revisions", theme)), area);
+}
+
+/// Whether a walkthrough key would do something now: continue, skip and retry answer the
+/// question the walk waits at, abort needs a running walk.
+fn walk_key_useful(app: &App, action: KeyAction) -> bool {
+    let walk = app.walk.as_ref();
+    let question = walk.and_then(|w| w.question.as_ref());
+    match action {
+        KeyAction::WalkContinue => question.is_some_and(|q| q.can_continue()),
+        KeyAction::WalkSkip | KeyAction::WalkRetry => question.is_some(),
+        KeyAction::WalkAbort => walk.is_some_and(|w| w.running()),
+        _ => true,
+    }
 }
 
 /// Context-sensitive keys, from the keymap in force; or the palette/filter prompt.
@@ -294,13 +313,15 @@ pub fn hint_bar(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         }
         if !app.filter.is_empty() {
             spans.push(Span::styled(format!("/{} ", app.filter), theme.warn));
+            spans.push(Span::styled("Esc", theme.accent));
+            spans.push(Span::styled(" clear  ", theme.dim));
         }
-        for b in app
-            .keymap
-            .bindings
-            .iter()
-            .filter(|b| b.hint && !(ro && b.mutating) && b.scope.offered(app.view, app.sandbox))
-        {
+        for b in app.keymap.bindings.iter().filter(|b| {
+            b.hint
+                && !(ro && b.mutating)
+                && b.scope.offered(app.view, app.sandbox)
+                && walk_key_useful(app, b.action)
+        }) {
             spans.push(Span::styled(b.label.clone(), theme.accent));
             spans.push(Span::styled(format!(" {}  ", b.hint_name), theme.dim));
         }
@@ -314,7 +335,8 @@ pub fn hint_bar(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             None => {}
         }
     }
-    f.render_widget(Paragraph::new(Line::from(spans)), area);
+    let line = text::fit_line(Line::from(spans), usize::from(area.width));
+    f.render_widget(Paragraph::new(line), area);
 }
 
 /// What the palette's current word can be, just above the prompt.
@@ -355,21 +377,34 @@ pub fn palette_hints(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     );
 }
 
-/// Results, stacked at the bottom right of the body, newest last.
+/// Results, stacked at the bottom right of the body, newest at the bottom. The newest
+/// wraps (up to four lines) so a failure can be read whole; older ones shrink to one line,
+/// and the stack covers at most half the body, so the panels under it stay readable.
 pub fn toasts(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
-    let width = area.width.saturating_sub(2).min(70);
+    let max_w = area.width.saturating_sub(2).min(70);
+    if max_w < 10 {
+        return;
+    }
+    let inner = usize::from(max_w - 2);
+    let mut room = (area.height / 2).max(3);
     let mut y = area.y + area.height;
-    for t in app.toasts.iter().rev() {
-        if width < 10 {
+    for (i, t) in app.toasts.iter().rev().enumerate() {
+        let most = if i == 0 { 4 } else { 1 };
+        let fit_lines = usize::from(room.saturating_sub(2)).min(most);
+        if fit_lines == 0 {
             break;
         }
-        // Long errors wrap (up to 4 lines) rather than being cut: a failure must be readable.
-        let inner = usize::from(width - 2);
-        let lines = t.text.chars().count().div_ceil(inner).clamp(1, 4) as u16;
-        let height = lines + 2;
-        if y < area.y + height {
-            break;
+        let mut lines = text::wrap(&t.text, inner);
+        if lines.len() > fit_lines {
+            // Cut visibly: the last line shown ends in `…`.
+            let last = format!("{} {}", lines[fit_lines - 1], lines[fit_lines]);
+            lines.truncate(fit_lines);
+            lines[fit_lines - 1] = text::fit(&last, inner);
         }
+        let widest = lines.iter().map(|l| text::width(l)).max().unwrap_or(0);
+        let width = (widest as u16 + 2).clamp(12, max_w);
+        let height = lines.len() as u16 + 2;
+        room -= height;
         y -= height;
         let style = match t.kind {
             ToastKind::Success => theme.ok,
@@ -382,10 +417,13 @@ pub fn toasts(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             width,
             height,
         };
+        let lines: Vec<Line> = lines
+            .into_iter()
+            .map(|l| Line::from(Span::styled(l, style)))
+            .collect();
         f.render_widget(Clear, r);
         f.render_widget(
-            Paragraph::new(Span::styled(t.text.clone(), style))
-                .block(Block::default().borders(Borders::ALL).border_style(style)),
+            Paragraph::new(lines).block(Block::default().borders(Borders::ALL).border_style(style)),
             r,
         );
     }

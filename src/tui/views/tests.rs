@@ -210,6 +210,51 @@ fn help_and_toasts() {
 }
 
 #[test]
+fn toasts_wrap_whole_and_stay_compact() {
+    use crate::tui::app::{Toast, ToastKind};
+    let mut app = three_envs(false);
+    let toast = |kind, text: &str| Toast {
+        kind,
+        text: text.into(),
+        until: t0() + Duration::seconds(30),
+    };
+    app.toasts = vec![
+        toast(
+            ToastKind::Failure,
+            "cannot plan: this route splits over 3 upstreams; name the one to flip to",
+        ),
+        toast(
+            ToastKind::Success,
+            "✓ released — note: /tmp/rv/sb1/walks/notes/users-to-blue-in-stage-approved.md",
+        ),
+        toast(
+            ToastKind::Failure,
+            "✗ conflict: changed by someone else: stage moved from revision 3 to 4 while the plan was on screen; look again before changing it",
+        ),
+    ];
+    let term = render(&app, &Theme::dark(), 80, 24);
+    insta::assert_snapshot!("toasts_80x24", term.backend());
+    let t = term.backend().to_string();
+    // The newest wraps and is read whole.
+    assert!(t.contains("look again before changing it"), "{t}");
+    // Older ones take one line each, cut visibly.
+    assert!(
+        t.contains("✓ released — note: /tmp/rv/sb1/walks/notes/users-to-blue-in-stage-a…"),
+        "{t}"
+    );
+    // The stack covers at most half of the body: the routes table's top half stays.
+    let rows: Vec<&str> = t.lines().collect();
+    let first_toast = rows.iter().position(|r| r.contains("┌─")).unwrap_or(0);
+    assert!(
+        rows[..first_toast]
+            .iter()
+            .any(|r| r.contains("/api/orders")),
+        "{t}"
+    );
+    assert!(first_toast >= 2 + 21 / 2, "{t}");
+}
+
+#[test]
 fn monochrome() {
     let app = with_dialog(three_envs(false));
     let mono = Theme::monochrome();
@@ -411,7 +456,7 @@ mod live_and_views {
         assert!(t.contains("canary worse"), "{t}");
         insta::assert_snapshot!("live_160x48", render(&app, &dark, 160, 48).backend());
         let wide = text(&app, 160, 48);
-        for want in ["p50", "p95", "p99", "v1 0.10%", "v2 4.10%"] {
+        for want in ["p50", "p95", "p99", "v1 0.10%", "v2 ✗ 4.10%"] {
             assert!(wide.contains(want), "{want}: {wide}");
         }
     }
@@ -545,6 +590,11 @@ mod live_and_views {
         let t = text(&app, 80, 24);
         assert!(t.contains("did not start"), "{t}");
         assert!(t.contains("No such file"), "{t}");
+        let hints = t.lines().last().unwrap_or_default();
+        assert!(
+            !hints.contains("continue") && !hints.contains("abort"),
+            "no walk keys without a walk to answer: {hints}"
+        );
     }
 
     #[test]
@@ -567,6 +617,37 @@ mod live_and_views {
         assert_eq!(find("4.10%"), Some(Color::Red), "canary above 1%");
         assert_eq!(find("0.10%"), Some(Color::Green), "stable at 0.1%");
         assert_eq!(find("✓ canary ok"), Some(Color::Green));
+    }
+
+    #[test]
+    fn error_ratios_carry_a_symbol_without_colour_and_when_selected() {
+        // Route 5xx 1.80% and canary 18.00%: bad; then route 0.20%: a warning.
+        let mut app = with_metrics(
+            three_envs(false),
+            feed(Some(sample(Verdict::Pass, 0.18)), None),
+        );
+        let mono = Theme::monochrome();
+        let t = render(&app, &mono, 80, 24).backend().to_string();
+        assert!(t.contains("5xx   ✗ 1.80%"), "{t}");
+        let wide = render(&app, &mono, 160, 48).backend().to_string();
+        assert!(wide.contains("v2 ✗ 18.00% p95"), "{wide}");
+        // All environments: the selected (highlighted) row keeps its mark, under a header
+        // that says which number is the 5xx ratio.
+        update(&mut app, Event::Key(Key::Char('a')));
+        let t = render(&app, &mono, 80, 24).backend().to_string();
+        assert!(t.contains("traffic         5xx"), "{t}");
+        let selected = t
+            .lines()
+            .find(|l| l.contains("▶ payments"))
+            .unwrap_or_default();
+        assert!(selected.contains("v2 5%       ✗ 1.80%"), "{t}");
+        assert!(t.contains("5xx ✗ 1.80%"), "the detail too: {t}");
+        let app = with_metrics(
+            three_envs(false),
+            feed(Some(sample(Verdict::Pass, 0.02)), None),
+        );
+        let t = render(&app, &mono, 80, 24).backend().to_string();
+        assert!(t.contains("5xx   ! 0.20%"), "{t}");
     }
 
     #[test]
@@ -806,6 +887,18 @@ mod live_and_views {
         let t = text(&app, 80, 24);
         assert!(t.contains("routes (1 of 3 matching /pay)"), "{t}");
         assert!(!t.contains("/api/orders"), "{t}");
+        assert!(t.contains("/pay Esc clear"), "the hint bar says how: {t}");
+        update(&mut app, Event::Key(Key::Esc));
+        let t = text(&app, 80, 24);
+        assert!(t.contains("routes (3)"), "Esc clears the kept filter: {t}");
+        assert!(t.contains("/api/orders"), "{t}");
+
+        // The filter prompt is a prompt, not the palette: no list of commands above it.
+        update(&mut app, Event::Key(Key::Char('/')));
+        let t = text(&app, 80, 24);
+        assert!(t.contains("/▏"), "{t}");
+        assert!(!t.contains(" commands "), "{t}");
+        assert!(!t.contains("flip [ROUTE [UPSTREAM]]"), "{t}");
     }
 
     #[test]
@@ -825,6 +918,45 @@ mod live_and_views {
             );
         }
     }
+}
+
+#[test]
+fn wide_routes_give_their_width_to_split_paths_and_methods_and_cut_with_an_ellipsis() {
+    let mut app = three_envs(false);
+    let mut s = status(4, 50);
+    for r in &mut s.routes {
+        r.filters = vec!["cors".into(), "key_auth".into(), "rate_limit".into()];
+    }
+    update(
+        &mut app,
+        Event::EnvUpdate {
+            watches: Vec::new(),
+            env: 2,
+            status: Ok(s),
+            revisions: None,
+            at: t0(),
+        },
+    );
+    let t = render(&app, &Theme::dark(), 120, 40).backend().to_string();
+    assert!(t.contains("v1 50% / v2 50%"), "the split stays: {t}");
+    assert!(t.contains("/api/payments "), "{t}");
+    assert!(!t.contains("GET,POST,"), "no cut without …: {t}");
+    assert!(!t.contains("cors,key_auth,ra"), "{t}");
+    let wide = render(&app, &Theme::dark(), 160, 48).backend().to_string();
+    assert!(wide.contains("GET,POST blue 100% / green 0%"), "{wide}");
+    assert!(
+        wide.contains("cors,key_auth,rate_l…"),
+        "cut visibly: {wide}"
+    );
+    // History cuts a long description with …, never into another number.
+    app.envs[2].revisions[0].description =
+        "set users weights to users-blue 0 / users-green 100".into();
+    update(&mut app, Event::Key(crate::tui::keymap::Key::Char('H')));
+    let t = render(&app, &Theme::dark(), 80, 24).backend().to_string();
+    assert!(
+        t.contains("set users weights to users-blue 0 / users-gre…"),
+        "{t}"
+    );
 }
 
 #[test]
