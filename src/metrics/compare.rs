@@ -156,7 +156,12 @@ pub fn compare(
     let too_few = match (baseline.requests, canary.requests) {
         (Some(nb), Some(nc)) if nb >= min && nc >= min => None,
         (Some(nb), Some(nc)) => Some(format!(
-            "{b} had {nb:.0} requests and {c} {nc:.0} in the window; each side needs {min:.0}"
+            "{b} had {nb:.0} {} and {c} {nc:.0} in the window; each side needs {min:.0}",
+            if nb.round() == 1.0 {
+                "request"
+            } else {
+                "requests"
+            }
         )),
         _ => Some(format!("request counts for {b} or {c} are unavailable")),
     };

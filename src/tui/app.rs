@@ -963,7 +963,7 @@ impl App {
         let Some(route) = self.selected_route() else {
             return vec![];
         };
-        let Some((_, canary)) = route.canary_pair() else {
+        let Some((_, canary)) = route.canary_step_sides() else {
             let msg = format!("route {} has no canary side", route.name);
             self.toast(ToastKind::Info, msg);
             return vec![];
@@ -1123,7 +1123,7 @@ impl App {
             KeyAction::CanaryDown => return self.canary_step(false),
             KeyAction::SetWeight => {
                 if let Some(r) = self.selected_route() {
-                    match r.canary_pair() {
+                    match r.canary_step_sides() {
                         Some((_, c)) => {
                             let text = format!("weight {} {}", r.name, r.percent(c));
                             self.open_palette(text);
@@ -1521,10 +1521,10 @@ impl App {
     }
 }
 
-/// Where `x` injects a fault by default: the route's canary, else its idle side (the one
-/// with the least traffic), so the fault is rehearsed where it hurts least.
+/// Where `x` injects a fault by default: the route's canary (a header canary too), else its
+/// idle side (the one with the least traffic), so the fault is rehearsed where it hurts least.
 fn fault_target(route: &RouteStatus) -> Option<String> {
-    match route.canary_pair() {
+    match route.canary_step_sides() {
         Some((_, canary)) => Some(canary.to_string()),
         None => route
             .split
@@ -2657,6 +2657,30 @@ pub(crate) mod tests {
                 }
             }]
         );
+    }
+
+    #[test]
+    fn a_header_canary_is_where_x_aims_and_what_a_canary_step_moves() {
+        let search = RouteStatus {
+            name: "search".into(),
+            paths: vec!["/api/search".into()],
+            exact_paths: vec![],
+            methods: vec![],
+            hosts: vec![],
+            split: [("search-v1".to_string(), 100)].into(),
+            canary_by_header: Some(crate::domain::status::HeaderCanaryStatus {
+                name: "X-Canary".into(),
+                value: "true".into(),
+                upstream: "search-v2".into(),
+            }),
+            canary: None,
+            sticky: None,
+            filters: vec![],
+            flag: None,
+        };
+        // Not the one live upstream, which carries every plain request.
+        assert_eq!(fault_target(&search).as_deref(), Some("search-v2"));
+        assert_eq!(search.canary_step_sides(), Some(("search-v1", "search-v2")));
     }
 
     #[test]

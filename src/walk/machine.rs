@@ -675,7 +675,14 @@ pub fn measure(
     let min = a.min_requests as f64;
     let enough: Result<(), String> = match requests {
         Some(n) if n + 0.5 >= min => Ok(()),
-        Some(n) => Err(format!("{n:.0} requests to {upstream}, need {min:.0}")),
+        Some(n) => Err(format!(
+            "{n:.0} {} to {upstream}, need {min:.0}",
+            if n.round() == 1.0 {
+                "request"
+            } else {
+                "requests"
+            }
+        )),
         None => Err(format!("no traffic measured for {upstream} on {route} yet")),
     };
     let mut gate = |name: &str,
