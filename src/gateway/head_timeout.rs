@@ -9,15 +9,15 @@
 //! notes the tick at which it began waiting for a head (when it opened, and when each
 //! response's body was done) and clears it when a head has arrived (hyper calls the
 //! service); a sweep on every tick closes the connections that waited too long. A request
-//! costs two stores, and a connection is closed at most a tenth of the timeout (at most
-//! one second) after it ran out, never before.
+//! costs a reference count and two stores, and a connection is closed at most a tenth of
+//! the timeout (at most one second) after it ran out, never before.
 //!
 //! HTTP/2 connections are watched until their first request, then left to HTTP/2's own
 //! flow control: their streams overlap, so "between requests" does not exist there.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -43,13 +43,17 @@ pub struct HeadTimeouts {
     /// Ticks a connection may wait; it is closed once it has waited more.
     limit: u64,
     interval: Interval,
-    watched: Vec<(Arc<HeadClock>, AbortHandle)>,
+    watched: Vec<Arc<HeadClock>>,
 }
 
 /// One client connection's view of its thread's clock.
 pub struct HeadClock {
     now: Arc<AtomicU64>,
     waiting_since: AtomicU64,
+    /// The connection's task, to close it. Given up by [`HeadClock::closed`] as soon as the
+    /// connection ends: a task handle keeps the task's memory, and a gateway taking many
+    /// short connections should not hold thousands of them until the next sweep.
+    task: Mutex<Option<AbortHandle>>,
 }
 
 impl HeadTimeouts {
@@ -72,12 +76,14 @@ impl HeadTimeouts {
         Arc::new(HeadClock {
             waiting_since: AtomicU64::new(self.now.load(Ordering::Relaxed)),
             now: self.now.clone(),
+            task: Mutex::new(None),
         })
     }
 
-    /// Watches the connection task `abort` serves with `clock`.
-    pub fn watch(&mut self, clock: Arc<HeadClock>, abort: AbortHandle) {
-        self.watched.push((clock, abort));
+    /// Watches the connection task `task` serves with `clock`.
+    pub fn watch(&mut self, clock: Arc<HeadClock>, task: AbortHandle) {
+        *clock.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        self.watched.push(clock);
     }
 
     /// Waits for the next tick, then closes the connections that have waited too long.
@@ -86,7 +92,7 @@ impl HeadTimeouts {
         self.interval.tick().await;
         let now = self.now.fetch_add(1, Ordering::Relaxed) + 1;
         let limit = self.limit;
-        self.watched.retain(|(clock, abort)| {
+        self.watched.retain(|clock| {
             // Only this list holds the clock once the connection is gone.
             if Arc::strong_count(clock) == 1 {
                 return false;
@@ -95,8 +101,12 @@ impl HeadTimeouts {
             // `since` was stamped during tick `since`, so more than `limit` whole ticks
             // have passed once `now - since > limit`.
             if since < EXEMPT && now.saturating_sub(since) > limit {
-                tracing::debug!("closing a client connection that sent no request head in time");
-                abort.abort();
+                if let Some(task) = clock.take_task() {
+                    tracing::debug!(
+                        "closing a client connection that sent no request head in time"
+                    );
+                    task.abort();
+                }
                 return false;
             }
             true
@@ -120,6 +130,15 @@ impl HeadClock {
             SERVING
         };
         self.waiting_since.store(state, Ordering::Relaxed);
+    }
+
+    /// The connection has ended: its task needs no closing, and its memory can go.
+    pub fn closed(&self) {
+        drop(self.take_task());
+    }
+
+    fn take_task(&self) -> Option<AbortHandle> {
+        self.task.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     /// The response's body is done: the connection waits for its next head.
@@ -248,17 +267,20 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn closed_connections_are_forgotten() {
+    async fn closed_connections_are_forgotten_and_their_task_let_go_at_once() {
         let mut t = HeadTimeouts::new(Duration::from_secs(1));
         // The connection's service holds its clock for as long as the connection lives.
         let service = t.clock();
-        let task = pending_task();
+        let task = tokio::spawn(async {});
         t.watch(service.clone(), task.abort_handle());
         t.tick().await;
         assert_eq!(t.watched.len(), 1);
+        // The connection ends: the task handle goes now, not at the next sweep.
+        service.closed();
+        assert!(service.task.lock().unwrap().is_none());
         drop(service);
         t.tick().await;
         assert!(t.watched.is_empty());
-        task.abort();
+        task.await.unwrap();
     }
 }

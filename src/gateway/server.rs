@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::config::ServerConfig;
-use super::head_timeout::{HeadTimeouts, Timed};
+use super::head_timeout::{HeadClock, HeadTimeouts, Timed};
 use super::metrics::GatewayMetrics;
 use super::proxy;
 use super::state::GatewayState;
@@ -161,7 +161,7 @@ async fn serve_handoffs(
                 .into_owned(),
         );
         // Counted out on drop, so a connection closed by the head timeout is too.
-        let counted = Counted::new(metrics.clone(), open.clone());
+        let counted = Counted::new(metrics.clone(), open.clone(), clock.clone());
         let task = tokio::spawn(async move {
             let _counted = counted;
             if let Err(e) = conn.await {
@@ -179,16 +179,22 @@ async fn serve_handoffs(
     }
 }
 
-/// An open client connection, as the metrics and the acceptor's balancing count it.
+/// An open client connection, as the metrics, the acceptor's balancing and the head
+/// timeout count it.
 struct Counted {
     metrics: Arc<GatewayMetrics>,
     open: Arc<AtomicUsize>,
+    clock: Arc<HeadClock>,
 }
 
 impl Counted {
-    fn new(metrics: Arc<GatewayMetrics>, open: Arc<AtomicUsize>) -> Self {
+    fn new(metrics: Arc<GatewayMetrics>, open: Arc<AtomicUsize>, clock: Arc<HeadClock>) -> Self {
         metrics.connection_opened();
-        Self { metrics, open }
+        Self {
+            metrics,
+            open,
+            clock,
+        }
     }
 }
 
@@ -196,6 +202,7 @@ impl Drop for Counted {
     fn drop(&mut self) {
         self.metrics.connection_closed();
         self.open.fetch_sub(1, Ordering::Relaxed);
+        self.clock.closed();
     }
 }
 
