@@ -368,6 +368,23 @@ async fn a_rollback_that_would_send_traffic_to_a_down_upstream_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_to_the_config_running_now_says_so() {
+    let s = setup("").await;
+    for percent in ["20", "0"] {
+        let (code, out, _) = ctl(&s, &["--yes", "canary", "payments", percent]);
+        assert_eq!(code, 0, "{out}");
+    }
+    // Revision 3 (canary back at 0) has revision 1's config.
+    let (code, out, _) = ctl(&s, &["--yes", "rollback", "--to", "1"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("before:  revision 3: the same config as now")
+            && out.contains("after:   revision 1: the same config; flags as they were then"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_flips_and_rollbacks_under_load_fail_no_request() {
     let s = setup("").await;
     let cfg = envfile::load(&s.envfile).unwrap();

@@ -22,6 +22,7 @@ use crate::domain::action::weights_text;
 use crate::domain::status::flip_target;
 use crate::domain::{Action, Check, FaultSpec, FlagState, GatewayStatus, Outcome};
 use crate::gateway::config::GatewayConfig;
+use crate::gateway::revisions::RevisionRecord;
 use crate::gateway::secrets;
 
 /// One environment the cockpit can act on.
@@ -426,7 +427,7 @@ pub async fn plan(
                 newly_live(&status, &rec.config),
                 &mut checks,
             );
-            let (b, a) = splits_toward(&status, &rec.config);
+            let (b, a) = splits_toward(&status, &rec);
             let before = format!("revision {}: {b}", status.revision);
             let after = format!("revision {target}: {a}");
             (Request::Rollback { to: target }, before, after)
@@ -449,7 +450,7 @@ pub async fn plan(
                 newly_live(&status, &rec.config),
                 &mut checks,
             );
-            let (b, a) = splits_toward(&status, &rec.config);
+            let (b, a) = splits_toward(&status, &rec);
             let before = format!("revision {}: {b}", status.revision);
             let after = format!("revision {from}: {a}");
             (Request::Rollforward, before, after)
@@ -509,10 +510,19 @@ type Splits<'a> = Vec<(&'a String, &'a BTreeMap<String, u32>)>;
 
 /// What moving from `status` to the config of another revision does to the route splits, as
 /// before and after texts.
-fn splits_toward(status: &GatewayStatus, to: &GatewayConfig) -> (String, String) {
+fn splits_toward(status: &GatewayStatus, to: &RevisionRecord) -> (String, String) {
+    if to.info.hash == status.config_hash {
+        // Only flags can differ; "other settings differ" would send the operator looking.
+        let same = "the same config as now".to_string();
+        return (same, "the same config; flags as they were then".into());
+    }
     changed_splits(
         status.routes.iter().map(|r| (&r.name, &r.split)).collect(),
-        to.routes.iter().map(|r| (&r.name, &r.split)).collect(),
+        to.config
+            .routes
+            .iter()
+            .map(|r| (&r.name, &r.split))
+            .collect(),
     )
 }
 
