@@ -288,6 +288,8 @@ pub struct ConfirmDialog {
     pub plan: PlanView,
     /// What the operator has typed (for `confirm = "type-name"`).
     pub typed: String,
+    /// Enter was pressed on a name that does not match: said until the next key.
+    pub wrong_name: bool,
     /// Asked by the walkthrough's engine (answered with [`Command::WalkAnswer`]), not a
     /// change planned from a key.
     pub walk: bool,
@@ -1412,12 +1414,19 @@ impl App {
                 self.busy = Some(Busy::Applying { id, what });
                 vec![Command::Execute { id }]
             }
+            // A check failed (the dialog says so) or the name is not typed yet.
+            Key::Enter => {
+                d.wrong_name = d.plan.allowed() && d.plan.confirm == ConfirmPolicy::TypeName;
+                vec![]
+            }
             Key::Backspace => {
                 d.typed.pop();
+                d.wrong_name = false;
                 vec![]
             }
             Key::Char(c) if d.plan.confirm == ConfirmPolicy::TypeName && d.typed.len() < 64 => {
                 d.typed.push(c);
+                d.wrong_name = false;
                 vec![]
             }
             _ => vec![],
@@ -1452,6 +1461,7 @@ impl App {
                     id,
                     plan,
                     typed: String::new(),
+                    wrong_name: false,
                     walk: false,
                 });
                 vec![]
@@ -1967,7 +1977,10 @@ pub(crate) mod tests {
         // Typing goes into the dialog, not to the main keymap ('q' must not quit).
         assert!(keys(&mut app, &[Key::Char('p'), Key::Char('r'), Key::Char('q')]).is_empty());
         assert!(keys(&mut app, &[Key::Enter]).is_empty(), "prq is not prod");
+        // ... and the dialog says so, until the next key.
+        assert!(app.dialog.as_ref().is_some_and(|d| d.wrong_name));
         keys(&mut app, &[Key::Backspace, Key::Char('o'), Key::Char('d')]);
+        assert!(app.dialog.as_ref().is_some_and(|d| !d.wrong_name));
         assert_eq!(app.dialog.as_ref().map(|d| d.typed.as_str()), Some("prod"));
         assert_eq!(
             keys(&mut app, &[Key::Enter]),

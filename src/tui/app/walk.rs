@@ -495,6 +495,7 @@ impl App {
                 id,
                 plan,
                 typed: String::new(),
+                wrong_name: false,
                 walk: true,
             });
         }
@@ -767,6 +768,7 @@ mod tests {
             id: 50,
             plan: plan_view("stage", ConfirmPolicy::Yes, true),
             typed: String::new(),
+            wrong_name: false,
             walk: false,
         });
         update(

@@ -62,14 +62,21 @@ pub fn draw(f: &mut Frame, area: Rect, d: &ConfirmDialog, theme: &Theme) {
                     Span::styled(format!("type {} to confirm: ", p.env), theme.warn),
                     Span::styled(format!("{}▏", d.typed), theme.title),
                 ]));
-                footer.push(Line::from(Span::styled(
-                    if d.can_confirm() {
-                        "Enter apply · Esc cancel"
-                    } else {
-                        "Esc cancel"
-                    },
-                    theme.dim,
-                )));
+                footer.push(if d.wrong_name {
+                    Line::from(Span::styled(
+                        format!("✗ that is not {}: type it exactly, or Esc to cancel", p.env),
+                        theme.bad,
+                    ))
+                } else {
+                    Line::from(Span::styled(
+                        if d.can_confirm() {
+                            "Enter apply · Esc cancel"
+                        } else {
+                            "Esc cancel"
+                        },
+                        theme.dim,
+                    ))
+                });
             }
             ConfirmPolicy::Yes | ConfirmPolicy::None => footer.push(Line::from(Span::styled(
                 "Enter apply · Esc cancel",

@@ -63,6 +63,7 @@ fn with_dialog(mut app: App) -> App {
         id: 1,
         plan: plan_view("prod", ConfirmPolicy::TypeName, true),
         typed: "pro".into(),
+        wrong_name: false,
         walk: false,
     });
     app
@@ -104,12 +105,28 @@ fn confirm_dialog() {
 }
 
 #[test]
+fn a_wrong_name_on_enter_is_said_in_the_dialog() {
+    let mut app = with_dialog(three_envs(false));
+    if let Some(d) = app.dialog.as_mut() {
+        d.wrong_name = true;
+    }
+    let text = render(&app, &Theme::monochrome(), 80, 24)
+        .backend()
+        .to_string();
+    assert!(
+        text.contains("✗ that is not prod: type it exactly, or Esc to cancel"),
+        "{text}"
+    );
+}
+
+#[test]
 fn confirm_dialog_with_a_failed_check() {
     let mut app = three_envs(false);
     app.dialog = Some(ConfirmDialog {
         id: 1,
         plan: plan_view("prod", ConfirmPolicy::TypeName, false),
         typed: String::new(),
+        wrong_name: false,
         walk: false,
     });
     let term = render(&app, &Theme::dark(), 80, 24);
