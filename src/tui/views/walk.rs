@@ -399,10 +399,7 @@ pub fn prompt(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
                     format!("Abort at {step} and roll back?"),
                     theme.base,
                 )),
-                Line::from(Span::styled(
-                    "Every environment it changed is rolled back by the runbook's rollback policy.",
-                    theme.dim,
-                )),
+                Line::from(Span::styled(abort_scope(w.state.as_ref()), theme.dim)),
                 Line::raw(""),
                 Line::from(vec![
                     Span::styled("reason (optional): ", theme.warn),
@@ -444,6 +441,31 @@ pub fn prompt(f: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     );
 }
 
+/// What an abort would undo: the environments the walkthrough has changed, with the
+/// revision each had before it.
+fn abort_scope(st: Option<&WalkState>) -> String {
+    let Some(st) = st else {
+        return "Every environment it changed is rolled back by the runbook's rollback policy."
+            .into();
+    };
+    let changed: Vec<String> = st
+        .changed_envs()
+        .into_iter()
+        .map(|env| match st.start_revisions.get(&env) {
+            Some(rev) => format!("{env} (at revision {rev} before the walkthrough)"),
+            None => env,
+        })
+        .collect();
+    if changed.is_empty() {
+        "Nothing has been changed yet: aborting only stops it.".into()
+    } else {
+        format!(
+            "It has changed {}; the runbook's rollback policy undoes that.",
+            changed.join(", ")
+        )
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use ratatui::Terminal;
@@ -475,6 +497,28 @@ steps:
 
     fn walk_in_analysis() -> WalkState {
         analysis_from(t(0))
+    }
+
+    #[test]
+    fn the_abort_prompt_says_what_the_rollback_undoes() {
+        assert_eq!(
+            abort_scope(Some(&walk_in_analysis())),
+            "It has changed stage (at revision 6 before the walkthrough); the runbook's rollback policy undoes that."
+        );
+        let rb = parse_str(RB, "rb.yaml").unwrap();
+        let fresh = WalkState::new(
+            "w2".into(),
+            &rb,
+            "rb.yaml",
+            "sha",
+            "alice@bastion",
+            &rb.expand("stage"),
+            t(0),
+        );
+        assert_eq!(
+            abort_scope(Some(&fresh)),
+            "Nothing has been changed yet: aborting only stops it."
+        );
     }
 
     /// A canary walk two steps in, analysing, started at `start`.
