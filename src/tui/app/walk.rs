@@ -105,8 +105,11 @@ pub struct WalkUi {
     pub state: Option<WalkState>,
     pub lines: VecDeque<String>,
     pub question: Option<Question>,
-    /// A change to confirm while another dialog was open.
+    /// A change to confirm while another dialog was open, or set aside by the operator.
     pub queued_confirm: Option<(u64, PlanView)>,
+    /// The operator set the confirmation aside to look around: it comes back in the
+    /// walkthrough view, not wherever they are.
+    pub confirm_aside: bool,
     pub prompt: Option<WalkPrompt>,
     /// `None` while the engine runs.
     pub end: Option<WalkEnd>,
@@ -121,6 +124,7 @@ impl WalkUi {
             lines: VecDeque::new(),
             question: None,
             queued_confirm: None,
+            confirm_aside: false,
             prompt: None,
             end: None,
         }
@@ -370,20 +374,49 @@ impl App {
     /// Enter/y and Esc on a change the walk wants to make.
     pub(crate) fn walk_dialog_key(&mut self, d: &ConfirmDialog, key: Key) -> Vec<Command> {
         let typed = d.plan.confirm == ConfirmPolicy::TypeName;
+        // The confirmation can be set aside to look at the live data first: the walk waits,
+        // and its view brings the confirmation back. Tab always; the overview key too where
+        // it cannot be part of a name being typed.
+        let overview_key = self
+            .keymap
+            .lookup(key)
+            .is_some_and(|b| b.action == KeyAction::Overview);
+        if (key == Key::Tab || (!typed && overview_key))
+            && let Some(w) = self.walk.as_mut()
+        {
+            w.queued_confirm = Some((d.id, d.plan.clone()));
+            w.confirm_aside = true;
+            self.dialog = None;
+            self.view = View::Overview;
+            let back = self.key_label(KeyAction::WalkView);
+            self.toast(
+                ToastKind::Info,
+                format!("the walkthrough waits for your confirmation: {back} brings it back"),
+            );
+            return vec![];
+        }
         let yes = match key {
             Key::Esc | Key::Interrupt => false,
             Key::Char('n') if !typed => false,
             Key::Enter if d.can_confirm() => true,
             Key::Char('y') if !typed && d.can_confirm() => true,
+            Key::Enter => {
+                if let Some(dd) = self.dialog.as_mut() {
+                    dd.wrong_name = d.plan.allowed() && typed;
+                }
+                return vec![];
+            }
             Key::Backspace => {
                 if let Some(dd) = self.dialog.as_mut() {
                     dd.typed.pop();
+                    dd.wrong_name = false;
                 }
                 return vec![];
             }
             Key::Char(c) if typed && d.typed.len() < 64 => {
                 if let Some(dd) = self.dialog.as_mut() {
                     dd.typed.push(c);
+                    dd.wrong_name = false;
                 }
                 return vec![];
             }
@@ -490,7 +523,13 @@ impl App {
         if self.dialog.is_some() {
             return;
         }
-        if let Some((id, plan)) = self.walk.as_mut().and_then(|w| w.queued_confirm.take()) {
+        let in_view = self.view == View::Walk;
+        let Some(w) = self.walk.as_mut() else { return };
+        if w.confirm_aside && !in_view {
+            return;
+        }
+        w.confirm_aside = false;
+        if let Some((id, plan)) = w.queued_confirm.take() {
             self.dialog = Some(ConfirmDialog {
                 id,
                 plan,
@@ -759,6 +798,44 @@ mod tests {
         );
         assert_eq!(c, yes(10));
         assert!(app.dialog.is_none());
+    }
+
+    #[test]
+    fn a_confirm_can_be_set_aside_to_look_at_the_live_data_and_comes_back_in_the_walk_view() {
+        for (policy, look) in [
+            (ConfirmPolicy::Yes, Key::Char('o')),
+            (ConfirmPolicy::TypeName, Key::Tab),
+        ] {
+            let mut app = walking(policy);
+            update(
+                &mut app,
+                Event::Walk(WalkEvent::Confirm {
+                    id: 3,
+                    plan: plan_view("stage", policy, true),
+                }),
+            );
+            assert!(app.dialog.as_ref().is_some_and(|d| d.walk));
+            assert!(keys(&mut app, &[look]).is_empty(), "nothing is answered");
+            assert!(app.dialog.is_none(), "{policy:?}: set aside");
+            assert_eq!(app.view, View::Overview);
+            // It stays aside while the operator looks around.
+            keys(&mut app, &[Key::Char('a')]);
+            assert!(app.dialog.is_none());
+            keys(&mut app, &[Key::Char('W')]);
+            assert!(app.dialog.as_ref().is_some_and(|d| d.walk && d.id == 3));
+            assert_eq!(app.view, View::Walk);
+        }
+        // With type-name, `o` is part of the name, not a way out.
+        let mut app = walking(ConfirmPolicy::TypeName);
+        update(
+            &mut app,
+            Event::Walk(WalkEvent::Confirm {
+                id: 4,
+                plan: plan_view("stage", ConfirmPolicy::TypeName, true),
+            }),
+        );
+        keys(&mut app, &[Key::Char('o')]);
+        assert_eq!(app.dialog.as_ref().map(|d| d.typed.as_str()), Some("o"));
     }
 
     #[test]

@@ -84,6 +84,12 @@ pub fn draw(f: &mut Frame, area: Rect, d: &ConfirmDialog, theme: &Theme) {
             ))),
         }
     }
+    if d.walk {
+        footer.push(Line::from(Span::styled(
+            "Tab set it aside to look at the live data first (the walkthrough view brings it back)",
+            theme.dim,
+        )));
+    }
     let width = area.width.saturating_sub(4).min(100);
     let inner = usize::from(width.saturating_sub(2)).max(1);
     let wrapped: usize = lines.iter().map(|l| l.width().div_ceil(inner).max(1)).sum();
