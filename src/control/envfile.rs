@@ -332,7 +332,8 @@ impl Drop for SandboxLink {
 
 pub fn load(path: &Path) -> Result<CockpitConfig, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let cfg: CockpitConfig = toml::from_str(&text).map_err(|e| {
+    // FILE:LINE:COL: field.path: message, as for the gateway's config.
+    let located = |e: &toml::de::Error, field: Option<String>| {
         let (line, col) = e
             .span()
             .map(|s| {
@@ -343,7 +344,20 @@ pub fn load(path: &Path) -> Result<CockpitConfig, String> {
                 )
             })
             .unwrap_or((1, 1));
-        format!("{}:{line}:{col}: {}", path.display(), e.message())
+        let field = field
+            .filter(|f| f != ".")
+            .map(|f| format!("{f}: "))
+            .unwrap_or_default();
+        format!(
+            "{}:{line}:{col}: {field}{}",
+            path.display(),
+            e.message().trim_end()
+        )
+    };
+    let de = toml::Deserializer::parse(&text).map_err(|e| located(&e, None))?;
+    let cfg: CockpitConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        located(e.inner(), Some(field))
     })?;
     cfg.validate()
         .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -395,7 +409,10 @@ mod tests {
         )
         .unwrap();
         let e = load(&p).unwrap_err();
-        assert!(e.contains("bad.toml:4:"), "{e}");
+        assert!(
+            e.contains("bad.toml:4:11: environments[0].confirm: unknown variant `maybe`"),
+            "{e}"
+        );
     }
 
     #[test]
