@@ -143,6 +143,13 @@ mod tests {
         );
         let err = eval(Path::new("/nonexistent/flags.json"), "plain", None).unwrap_err();
         assert!(err.to_string().contains("cannot read flag file"), "{err:#}");
+        // As printed (with its causes): the OS error once, not twice.
+        let shown = format!("{err:#}");
+        assert_eq!(
+            shown.matches("No such file or directory").count(),
+            1,
+            "{shown}"
+        );
     }
 
     #[test]

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 /// it can be shown to an operator as is.
 #[derive(Debug, thiserror::Error)]
 pub enum FlagFileError {
-    #[error("cannot read flag file {}: {source}", path.display())]
+    // The cause is in the message, and not also a `source`: `{:#}` would print it twice.
+    #[error("cannot read flag file {}: {error}", path.display())]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Not JSON at all, or a duplicate key. `message` carries serde_json's line and column.
     #[error("invalid JSON: {message}")]
@@ -27,11 +27,10 @@ pub enum FlagFileError {
     #[error("evaluator \"{name}\": {problem}")]
     Evaluator { name: String, problem: String },
     /// Any of the above, in the named file.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     InFile {
         path: PathBuf,
-        #[source]
-        source: Box<FlagFileError>,
+        error: Box<FlagFileError>,
     },
 }
 

@@ -199,16 +199,16 @@ impl FlagStore {
 }
 
 fn read(path: &Path) -> Result<String, FlagFileError> {
-    std::fs::read_to_string(path).map_err(|source| FlagFileError::Read {
+    std::fs::read_to_string(path).map_err(|error| FlagFileError::Read {
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 
 fn in_file(path: &Path, e: FlagFileError) -> FlagFileError {
     FlagFileError::InFile {
         path: path.to_owned(),
-        source: Box::new(e),
+        error: Box::new(e),
     }
 }
 

@@ -68,12 +68,8 @@ pub enum MetricsError {
     },
     #[error("unreadable response from {url}: {message}")]
     Response { url: String, message: String },
-    #[error("bad metrics text from {url}: {source}")]
-    Exposition {
-        url: String,
-        #[source]
-        source: ExpositionError,
-    },
+    #[error("bad metrics text from {url}: {error}")]
+    Exposition { url: String, error: ExpositionError },
     #[error("all {count} Prometheus queries to {url} failed; first: {first}")]
     AllQueriesFailed {
         url: String,

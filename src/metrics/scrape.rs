@@ -433,9 +433,9 @@ impl ScrapeSource {
         };
         self.state
             .ingest_text(&text, at, roles)
-            .map_err(|source| MetricsError::Exposition {
+            .map_err(|error| MetricsError::Exposition {
                 url: self.shown_url.clone(),
-                source,
+                error,
             })
     }
 
