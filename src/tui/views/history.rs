@@ -116,12 +116,20 @@ fn list(f: &mut Frame, area: Rect, app: &App, env: &EnvState, theme: &Theme) {
         cells.push(Cell::from(text::fit(&what, what_w)));
         Row::new(cells).style(theme.base)
     });
+    // What is listed, so the numbers add up: revisions, and journal entries that made none.
+    let revisions = items
+        .iter()
+        .filter(|i| matches!(i, HistoryItem::Revision { .. }))
+        .count();
     let mut title = format!(
-        " history of {} ({}: {}, {} journal) ",
+        " history of {} ({}, {}) ",
         env.def.name,
-        items.len(),
-        text::count(env.revisions.len(), "revision", "revisions"),
-        env.journal.len()
+        text::count(revisions, "revision", "revisions"),
+        text::count(
+            items.len() - revisions,
+            "other journal entry",
+            "other journal entries"
+        ),
     );
     if let Some(e) = &app.journal_error {
         title = format!(" history of {} · journal: {e} ", env.def.name);
