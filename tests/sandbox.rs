@@ -227,7 +227,7 @@ async fn the_sandbox_end_to_end() {
         "--version",
         "v2",
         "--error-rate",
-        "1",
+        "100%",
     ]);
     assert_eq!(code, 0, "{out}");
     let needle = "signalbox_requests_total{route=\"payments\",upstream=\"payments-v2\",method=\"GET\",status_class=\"5xx\"}";

@@ -54,8 +54,9 @@ pub struct FaultArgs {
     /// blue/green for users, v1/v2 for the others.
     #[arg(long)]
     pub version: String,
-    /// Share of requests answered 500, 0 to 1.
-    #[arg(long, default_value_t = 0.0)]
+    /// Share of requests answered 500: a fraction (0.3) or a percentage (30%), as the
+    /// cockpit's `fault UPSTREAM 5xx 30` takes it.
+    #[arg(long, default_value = "0", value_parser = parse_rate)]
     pub error_rate: f64,
     /// Added latency, e.g. 300ms.
     #[arg(long, value_parser = crate::gateway::config::units::parse_duration)]
@@ -204,6 +205,23 @@ fn print_goodbye(out: &mut impl Write, s: &RunningSandbox, kept: bool) -> std::i
     )
 }
 
+/// `0.3` or `30%`, from 0 to 1 (100%).
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let (number, scale) = match s.trim().strip_suffix('%') {
+        Some(p) => (p.trim(), 100.0),
+        None => (s.trim(), 1.0),
+    };
+    let rate = number
+        .parse::<f64>()
+        .map_err(|_| format!("{s:?} is not a rate: write 0.3 or 30%"))?
+        / scale;
+    if (0.0..=1.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(format!("{s:?} is out of range: 0 to 1, or 0% to 100%"))
+    }
+}
+
 async fn fault(a: FaultArgs) -> anyhow::Result<i32> {
     let path = envfile::find(a.config.as_deref()).ok_or_else(|| {
         anyhow::anyhow!(
@@ -254,5 +272,21 @@ async fn fault(a: FaultArgs) -> anyhow::Result<i32> {
             body["error"]["message"].as_str().unwrap_or("failed")
         );
         Ok(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_rate;
+
+    #[test]
+    fn an_error_rate_is_a_fraction_or_a_percentage() {
+        assert_eq!(parse_rate("0.3"), Ok(0.3));
+        assert_eq!(parse_rate("30%"), Ok(0.3));
+        assert_eq!(parse_rate("100%"), Ok(1.0));
+        assert_eq!(parse_rate("0"), Ok(0.0));
+        assert!(parse_rate("50").unwrap_err().contains("out of range"));
+        assert!(parse_rate("-1%").unwrap_err().contains("out of range"));
+        assert!(parse_rate("lots").unwrap_err().contains("write 0.3 or 30%"));
     }
 }
