@@ -163,9 +163,22 @@ pub(crate) fn plain_message(e: &serde_saphyr::Error) -> String {
     let full = e.without_snippet().to_string();
     let first = full.lines().next().unwrap_or_default();
     // Drop a trailing " at line N column M" that serde-saphyr appends.
-    match first.rfind(" at line ") {
-        Some(i) => first[..i].to_string(),
-        None => first.to_string(),
+    let message = match first.rfind(" at line ") {
+        Some(i) => &first[..i],
+        None => first,
+    };
+    // The parser names the Rust type; say what to write instead.
+    match message {
+        "invalid u8" | "invalid u16" | "invalid u32" | "invalid u64" | "invalid usize" => {
+            let max = match message {
+                "invalid u8" => u64::from(u8::MAX),
+                "invalid u16" => u64::from(u16::MAX),
+                "invalid u32" => u64::from(u32::MAX),
+                _ => u64::MAX,
+            };
+            format!("expected a whole number from 0 to {max}")
+        }
+        other => other.to_string(),
     }
 }
 
@@ -585,6 +598,18 @@ routes:
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(e[0].starts_with("gw.yaml:7:5: routes[0]"), "{}", e[0]);
         assert!(e[0].contains("pathz"), "{}", e[0]);
+    }
+
+    #[test]
+    fn a_negative_weight_says_what_to_write() {
+        let text = GOOD.replace("green: 0 }", "green: -5 }");
+        let e = errors(&text);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].ends_with("routes[0].split.green: expected a whole number from 0 to 4294967295"),
+            "{}",
+            e[0]
+        );
     }
 
     #[test]
