@@ -384,6 +384,25 @@ async fn a_rollback_to_the_config_running_now_says_so() {
     );
 }
 
+#[test]
+fn the_cockpit_without_an_environments_file_explains_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .env("HOME", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path().join("config"))
+        .env("XDG_RUNTIME_DIR", dir.path().join("run"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no environments file yet") && err.contains("signalbox sandbox"),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_flips_and_rollbacks_under_load_fail_no_request() {
     let s = setup("").await;

@@ -32,7 +32,8 @@ pub fn init_logging(level: &str, format: LogFormat) {
 /// of how to get one.
 pub fn cockpit(config: Option<&std::path::Path>, opts: crate::tui::TuiOptions) -> i32 {
     let Some(path) = crate::control::envfile::find(config) else {
-        println!(
+        // Not a cockpit: exit 1, so `signalbox && …` in a script does not read it as one.
+        eprintln!(
             "signalbox: no environments file yet.\n\n\
              Try it on your machine first: `signalbox sandbox` starts dev, stage and prod with live\n\
              traffic and writes a signalbox.toml for them.\n\n\
@@ -40,7 +41,7 @@ pub fn cockpit(config: Option<&std::path::Path>, opts: crate::tui::TuiOptions) -
              examples/signalbox.toml shows every field. Then run `signalbox` again, or\n\
              `signalbox --config FILE`."
         );
-        return 0;
+        return 1;
     };
     let cfg = match crate::control::envfile::load(&path) {
         Ok(c) => c,
