@@ -1123,18 +1123,17 @@ async fn read_head(s: &mut tokio::net::TcpStream) -> String {
     String::from_utf8(head).unwrap().to_ascii_lowercase()
 }
 
+/// A gateway with one route, `/`, all to one upstream at `addr` (2 s timeout).
+fn one_route(route: &str, upstream: &str, addr: impl std::fmt::Display) -> String {
+    format!(
+        "upstreams:\n  {upstream}: {{ targets: [{addr}], timeout: 2s }}\nroutes:\n  - {{ name: {route}, paths: [/], split: {{ {upstream}: 100 }} }}\n"
+    )
+}
+
 #[tokio::test]
 async fn protocol_switches_are_tunnelled_and_a_refused_one_stays_http() {
     let (up, seen) = echo_upstream().await;
-    let gw = gateway(&format!(
-        "
-upstreams:
-  echo: {{ targets: [{up}], timeout: 2s }}
-routes:
-  - {{ name: ws, paths: [/], split: {{ echo: 100 }} }}
-"
-    ))
-    .await;
+    let gw = gateway(&one_route("ws", "echo", &up)).await;
     let addr = gw
         .url("/")
         .trim_start_matches("http://")
@@ -1258,15 +1257,7 @@ async fn a_protocol_switch_nobody_asked_for_is_a_502() {
             });
         }
     });
-    let gw = gateway(&format!(
-        "
-upstreams:
-  odd: {{ targets: [{up}], timeout: 2s }}
-routes:
-  - {{ name: odd, paths: [/], split: {{ odd: 100 }} }}
-"
-    ))
-    .await;
+    let gw = gateway(&one_route("odd", "odd", up)).await;
     let r = client().get(gw.url("/")).send().await.unwrap();
     assert_eq!(r.status(), 502);
     assert_eq!(json(r).await["error"]["code"], "upstream_bad_response");
@@ -1290,15 +1281,7 @@ async fn clients_are_answered_in_their_own_http_version_whatever_the_upstream_sp
                 .await;
         }
     });
-    let gw = gateway(&format!(
-        "
-upstreams:
-  old: {{ targets: [{up}], timeout: 2s }}
-routes:
-  - {{ name: old, paths: [/], split: {{ old: 100 }} }}
-"
-    ))
-    .await;
+    let gw = gateway(&one_route("old", "old", up)).await;
     // An HTTP/1.1 client keeps its connection across requests.
     let mut s = tokio::net::TcpStream::connect(gw.running().addr)
         .await

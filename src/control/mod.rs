@@ -421,15 +421,7 @@ pub async fn plan(
                 "revision is in the history",
                 format!("revision {target}: {}", rec.info.description),
             ));
-            health_checks(
-                &status,
-                &def.name,
-                newly_live(&status, &rec.config),
-                &mut checks,
-            );
-            let (b, a) = splits_toward(&status, &rec);
-            let before = format!("revision {}: {b}", status.revision);
-            let after = format!("revision {target}: {a}");
+            let (before, after) = toward_revision(&status, &def.name, &rec, &mut checks);
             (Request::Rollback { to: target }, before, after)
         }
         (Action::Rollforward, _) => {
@@ -444,15 +436,7 @@ pub async fn plan(
                 return Err(PlanError::Invalid("not a gateway environment".into()));
             };
             let rec = gw.revision(*from).await?;
-            health_checks(
-                &status,
-                &def.name,
-                newly_live(&status, &rec.config),
-                &mut checks,
-            );
-            let (b, a) = splits_toward(&status, &rec);
-            let before = format!("revision {}: {b}", status.revision);
-            let after = format!("revision {from}: {a}");
+            let (before, after) = toward_revision(&status, &def.name, &rec, &mut checks);
             (Request::Rollforward, before, after)
         }
     };
@@ -507,6 +491,22 @@ pub async fn plan(
 }
 
 type Splits<'a> = Vec<(&'a String, &'a BTreeMap<String, u32>)>;
+
+/// Going back (or forward) to another revision: the health checks of the upstreams it puts
+/// back on a route, and its before and after texts.
+fn toward_revision(
+    status: &GatewayStatus,
+    env: &str,
+    rec: &RevisionRecord,
+    checks: &mut Vec<Check>,
+) -> (String, String) {
+    health_checks(status, env, newly_live(status, &rec.config), checks);
+    let (b, a) = splits_toward(status, rec);
+    (
+        format!("revision {}: {b}", status.revision),
+        format!("revision {}: {a}", rec.info.number),
+    )
+}
 
 /// What moving from `status` to the config of another revision does to the route splits, as
 /// before and after texts.

@@ -197,12 +197,11 @@ mod tests {
         tokio::spawn(std::future::pending())
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_connection_waiting_longer_than_the_timeout_is_closed_and_not_before() {
-        let mut t = HeadTimeouts::new(Duration::from_secs(1));
-        let clock = t.clock();
-        let task = pending_task();
-        t.watch(clock.clone(), task.abort_handle());
+    /// Sweeps until `task` is closed (at most 100 ticks); how long that took.
+    async fn ticks_until_closed(
+        t: &mut HeadTimeouts,
+        task: &tokio::task::JoinHandle<()>,
+    ) -> Duration {
         let start = tokio::time::Instant::now();
         for _ in 0..100 {
             if task.is_finished() {
@@ -211,7 +210,16 @@ mod tests {
             t.tick().await;
             tokio::task::yield_now().await;
         }
-        let waited = start.elapsed();
+        start.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_waiting_longer_than_the_timeout_is_closed_and_not_before() {
+        let mut t = HeadTimeouts::new(Duration::from_secs(1));
+        let clock = t.clock();
+        let task = pending_task();
+        t.watch(clock.clone(), task.abort_handle());
+        let waited = ticks_until_closed(&mut t, &task).await;
         assert!(
             waited > Duration::from_secs(1) && waited <= Duration::from_millis(1100),
             "{waited:?}"
@@ -233,15 +241,7 @@ mod tests {
         }
         assert!(!task.is_finished());
         drop(body);
-        let start = tokio::time::Instant::now();
-        for _ in 0..100 {
-            if task.is_finished() {
-                break;
-            }
-            t.tick().await;
-            tokio::task::yield_now().await;
-        }
-        let waited = start.elapsed();
+        let waited = ticks_until_closed(&mut t, &task).await;
         assert!(
             waited > Duration::from_secs(1) && waited <= Duration::from_millis(1100),
             "{waited:?}"

@@ -505,35 +505,30 @@ steps:
             abort_scope(Some(&walk_in_analysis())),
             "It has changed stage (at revision 6 before the walkthrough); the runbook's rollback policy undoes that."
         );
-        let rb = parse_str(RB, "rb.yaml").unwrap();
-        let fresh = WalkState::new(
-            "w2".into(),
-            &rb,
-            "rb.yaml",
-            "sha",
-            "alice@bastion",
-            &rb.expand("stage"),
-            t(0),
-        );
         assert_eq!(
-            abort_scope(Some(&fresh)),
+            abort_scope(Some(&new_walk(t(0)))),
             "Nothing has been changed yet: aborting only stops it."
         );
     }
 
     /// A canary walk two steps in, analysing, started at `start`.
-    pub(crate) fn analysis_from(start: DateTime<Utc>) -> WalkState {
-        let t = |s: i64| start + chrono::Duration::seconds(s);
+    /// The canary walk, started at `start`, before its first step.
+    fn new_walk(start: DateTime<Utc>) -> WalkState {
         let rb = parse_str(RB, "rb.yaml").unwrap();
-        let mut st = WalkState::new(
+        WalkState::new(
             "w1".into(),
             &rb,
             "rb.yaml",
             "sha",
             "alice@bastion",
             &rb.expand("stage"),
-            t(0),
-        );
+            start,
+        )
+    }
+
+    pub(crate) fn analysis_from(start: DateTime<Utc>) -> WalkState {
+        let t = |s: i64| start + chrono::Duration::seconds(s);
+        let mut st = new_walk(start);
         st.start_step(0, t(0), None);
         st.finish_step(
             0,
