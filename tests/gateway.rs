@@ -1319,3 +1319,80 @@ async fn clients_are_answered_in_their_own_http_version_whatever_the_upstream_sp
     gw.stop().await;
     server.abort();
 }
+
+/// Sends `request` (raw HTTP/1.1, ending the connection) and returns the response head,
+/// lower-cased, and its body as JSON.
+async fn raw_exchange(addr: std::net::SocketAddr, request: &str) -> (String, serde_json::Value) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").expect("a whole response");
+    let json = &body[body.find('{').unwrap()..=body.rfind('}').unwrap()];
+    (
+        head.to_ascii_lowercase(),
+        serde_json::from_str(json).unwrap(),
+    )
+}
+
+/// The values of header `name` as the upstream received them, every line.
+fn upstream_lines(v: &serde_json::Value, name: &str) -> Vec<String> {
+    v["header_lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l[0] == name)
+        .map(|l| l[1].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn head_value<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+/// `/orders` behind key_auth (alice's key is `alice-secret-key`) and request_headers that
+/// add `x-request-source: gateway` and set `x-tier: gold`.
+async fn orders_with_gateway_headers() -> (common::Upstream, common::Gateway, tempfile::TempDir) {
+    let up = upstream("orders").await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("alice.key");
+    std::fs::write(&key_file, "alice-secret-key\n").unwrap();
+    let gw = gateway(&format!(
+        "
+consumers:
+  - name: alice
+    keys: [{{ file: {} }}]
+upstreams:
+  orders: {{ targets: [{}] }}
+routes:
+  - name: orders
+    paths: [/orders]
+    split: {{ orders: 1 }}
+    plugins:
+      key_auth: {{ header: X-API-Key }}
+      request_headers: {{ add: {{ x-request-source: gateway }}, set: {{ x-tier: gold }} }}
+",
+        key_file.display(),
+        up.target()
+    ))
+    .await;
+    (up, gw, dir)
+}
+
+#[tokio::test]
+async fn the_upstream_gets_the_one_request_id_of_several_the_client_sent() {
+    let (_up, gw, _dir) = orders_with_gateway_headers().await;
+    // Two ids: the first is the request's, and the only one that goes on.
+    let (head, v) = raw_exchange(
+        gw.running().addr,
+        "GET /orders HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-API-Key: alice-secret-key\r\n\
+         X-Request-ID: first-id\r\nX-Request-ID: second-id\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(head_value(&head, "x-request-id"), Some("first-id"));
+    assert_eq!(upstream_lines(&v, "x-request-id"), ["first-id"]);
+    gw.stop().await;
+}

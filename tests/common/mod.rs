@@ -73,7 +73,7 @@ impl Drop for Upstream {
     }
 }
 
-/// An HTTP server answering `{"upstream": name, "path": ..., "headers": {...}}`.
+/// An HTTP server answering `{"upstream": name, "path": ..., "headers": {...}, "header_lines": [[name, value], ...]}`.
 pub async fn upstream(name: &str) -> Upstream {
     upstream_on(name, "127.0.0.1:0".parse().unwrap()).await
 }
@@ -173,6 +173,12 @@ async fn answer(
             )
         })
         .collect();
+    // Every line, in order: the map above keeps one value per name.
+    let header_lines: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
     let body = req
         .into_body()
         .collect()
@@ -192,7 +198,7 @@ async fn answer(
         }
         _ => 200,
     };
-    let v = serde_json::json!({"upstream": name, "path": path, "method": method, "headers": headers, "body_len": body.len()});
+    let v = serde_json::json!({"upstream": name, "path": path, "method": method, "headers": headers, "header_lines": header_lines, "body_len": body.len()});
     Response::builder()
         .status(status)
         .header("content-type", "application/json")

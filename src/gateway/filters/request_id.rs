@@ -1,20 +1,28 @@
 //! `X-Request-ID`: kept when the client sent a sane one, generated otherwise, forwarded
 //! upstream and returned to the client.
 
+use http::header::Entry;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 pub static HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The request's id, inserting a fresh one into `headers` when needed.
+/// The request's id, inserting a fresh one into `headers` when needed. `headers` is left
+/// with exactly that one id: a second client-sent line would reach the upstream beside the
+/// id the response and the access log carry.
 pub fn ensure(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(&HEADER)
-        && acceptable(v)
-    {
-        return v.clone();
+    match headers.entry(&HEADER) {
+        Entry::Occupied(mut e) => {
+            let id = if acceptable(e.get()) {
+                e.get().clone()
+            } else {
+                generate()
+            };
+            // Replaces every line of the header, not just the first.
+            e.insert(id.clone());
+            id
+        }
+        Entry::Vacant(e) => e.insert(generate()).clone(),
     }
-    let id = generate();
-    headers.insert(HEADER.clone(), id.clone());
-    id
 }
 
 /// Client ids are echoed into logs and responses, so only short visible ASCII is kept.
@@ -47,6 +55,21 @@ mod tests {
         let id = ensure(&mut h);
         assert_eq!(id.len(), 36);
         assert_eq!(h[&HEADER], id);
+
+        // Only the first line counts, and only it goes on.
+        for second in ["def-456", "has space"] {
+            let mut h = HeaderMap::new();
+            h.append(&HEADER, HeaderValue::from_static("abc-123"));
+            h.append(&HEADER, HeaderValue::from_str(second).unwrap());
+            assert_eq!(ensure(&mut h), "abc-123");
+            assert_eq!(h.get_all(&HEADER).iter().collect::<Vec<_>>(), ["abc-123"]);
+        }
+        let mut h = HeaderMap::new();
+        h.append(&HEADER, HeaderValue::from_static("has space"));
+        h.append(&HEADER, HeaderValue::from_static("def-456"));
+        let id = ensure(&mut h);
+        assert_eq!(id.len(), 36);
+        assert_eq!(h.get_all(&HEADER).iter().collect::<Vec<_>>(), [&id]);
 
         let mut h = HeaderMap::new();
         let a = ensure(&mut h);
