@@ -1396,3 +1396,28 @@ async fn the_upstream_gets_the_one_request_id_of_several_the_client_sent() {
     assert_eq!(upstream_lines(&v, "x-request-id"), ["first-id"]);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_connection_header_cannot_remove_the_headers_the_gateway_sets() {
+    let (_up, gw, _dir) = orders_with_gateway_headers().await;
+    // A `Connection` naming the gateway's own headers cannot take them off the request;
+    // what else it names, and the hop-by-hop headers themselves, still go.
+    let (head, v) = raw_exchange(
+        gw.running().addr,
+        "GET /orders HTTP/1.1\r\nHost: x\r\nX-API-Key: alice-secret-key\r\n\
+         Connection: close, X-Request-ID, X-Consumer, X-Request-Source, X-Tier, X-Trace-Hop\r\n\
+         X-Trace-Hop: 1\r\nKeep-Alive: timeout=5\r\nX-End-To-End: kept\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let id = head_value(&head, "x-request-id").unwrap();
+    assert_eq!(upstream_lines(&v, "x-request-id"), [id]);
+    assert_eq!(upstream_lines(&v, "x-consumer"), ["alice"]);
+    assert_eq!(upstream_lines(&v, "x-request-source"), ["gateway"]);
+    assert_eq!(upstream_lines(&v, "x-tier"), ["gold"]);
+    assert_eq!(upstream_lines(&v, "x-end-to-end"), ["kept"]);
+    for gone in ["x-trace-hop", "keep-alive", "x-api-key"] {
+        assert!(upstream_lines(&v, gone).is_empty(), "{gone}: {v}");
+    }
+    gw.stop().await;
+}

@@ -1,8 +1,9 @@
 //! The request path, as named phases (after pingora):
-//! `request_filter` (request id, path safety, routing, CORS preflight, auth, rate limit,
-//! body limit, header rules) → `upstream_peer` (header canary, sticky or weighted split,
-//! target) → `upstream_request` (forward with timeout and retries) → `response_filter`
-//! (header rules, CORS, rate-limit and request-id headers) → `logging` (metrics, access log).
+//! `request_filter` (the client's hop-by-hop headers, request id, path safety, routing, CORS
+//! preflight, auth, rate limit, body limit, header rules) → `upstream_peer` (header canary,
+//! sticky or weighted split, target) → `upstream_request` (forward with timeout and retries)
+//! → `response_filter` (header rules, CORS, rate-limit and request-id headers) → `logging`
+//! (metrics, access log).
 
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
@@ -38,6 +39,8 @@ struct Ctx {
     method: Method,
     origin: Option<HeaderValue>,
     allowance: Option<Allowance>,
+    /// The client's `Upgrade`, kept aside when its hop-by-hop headers went.
+    upgrade: Option<HeaderValue>,
     /// Set by a `101` from the upstream: the protocol switch for `handle` to start.
     tunnel: Option<Box<Tunnel>>,
 }
@@ -69,12 +72,18 @@ pub async fn handle(
 ) -> Result<Response<RespBody>, std::convert::Infallible> {
     let snap = state.snapshot();
     let (mut parts, body) = req.into_parts();
+    // The client's hop-by-hop headers go before anything reads or sets a header: its
+    // `Connection` may name any header, and must not remove one the gateway sets for the
+    // upstream (the request id, `X-Consumer`, `request_headers`).
+    let upgrade = parts.headers.get(header::UPGRADE).cloned();
+    strip_hop_by_hop(&mut parts.headers);
     let mut ctx = Ctx {
         request_id: request_id::ensure(&mut parts.headers),
         started: Instant::now(),
         method: parts.method.clone(),
         origin: parts.headers.get(header::ORIGIN).cloned(),
         allowance: None,
+        upgrade,
         tunnel: None,
     };
     let path = parts.uri.path();
@@ -507,13 +516,11 @@ async fn upstream_request(
     let mut client_upgrade = parts.extensions.remove::<OnUpgrade>();
     let protocol = client_upgrade
         .as_ref()
-        .and_then(|_| parts.headers.get(header::UPGRADE))
-        .filter(|p| is_websocket(p))
-        .cloned();
+        .and(ctx.upgrade.take())
+        .filter(is_websocket);
     if protocol.is_none() {
         client_upgrade = None;
     }
-    strip_hop_by_hop(&mut parts.headers);
     if let Some(p) = protocol {
         ask_to_switch(&mut parts.headers, p);
     }
