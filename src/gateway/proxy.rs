@@ -39,6 +39,9 @@ struct Ctx {
     method: Method,
     origin: Option<HeaderValue>,
     allowance: Option<Allowance>,
+    /// A CORS preflight the route's `cors` answered: its answer has every CORS header it
+    /// should (a refused one none), so the response phase adds none.
+    cors_answered: bool,
     /// The client's `Upgrade`, kept aside when its hop-by-hop headers went.
     upgrade: Option<HeaderValue>,
     /// Set by a `101` from the upstream: the protocol switch for `handle` to start.
@@ -83,6 +86,7 @@ pub async fn handle(
         method: parts.method.clone(),
         origin: parts.headers.get(header::ORIGIN).cloned(),
         allowance: None,
+        cors_answered: false,
         upgrade,
         tunnel: None,
     };
@@ -203,6 +207,7 @@ async fn request_filter(
 ) -> Result<Phase, Reject> {
     let f = &route.filters;
     if preflight && let Some(cors) = &f.cors {
+        ctx.cors_answered = true;
         return cors.preflight(&parts.headers).map(Phase::Answer);
     }
     // Never let a client claim an identity the gateway did not establish.
@@ -803,7 +808,9 @@ fn response_filter(route: &Route, ctx: &Ctx, h: &mut HeaderMap) {
     if let Some(rules) = &f.response_headers {
         rules.apply(h);
     }
-    if let Some(cors) = &f.cors {
+    if let Some(cors) = &f.cors
+        && !ctx.cors_answered
+    {
         cors.apply(ctx.origin.as_ref(), h);
     }
     if let Some(a) = &ctx.allowance {

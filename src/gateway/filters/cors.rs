@@ -125,7 +125,10 @@ impl CorsFilter {
 
     /// Adds CORS headers to an actual response for an allowed origin.
     pub fn apply(&self, origin: Option<&HeaderValue>, resp: &mut HeaderMap) {
-        resp.append(header::VARY, HeaderValue::from_static("Origin"));
+        // The upstream's own `Vary` stays; `Origin` is added once, beside it.
+        if !resp.get_all(header::VARY).iter().any(varies_on_origin) {
+            resp.append(header::VARY, HeaderValue::from_static("Origin"));
+        }
         let Some(origin) = origin else { return };
         if !self.allowed(origin) {
             return;
@@ -144,6 +147,14 @@ impl CorsFilter {
             resp.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, e.clone());
         }
     }
+}
+
+/// Whether a `Vary` value already covers `Origin` (naming it, or `*`).
+fn varies_on_origin(v: &HeaderValue) -> bool {
+    v.to_str().unwrap_or_default().split(',').any(|t| {
+        let t = t.trim();
+        t == "*" || t.eq_ignore_ascii_case("origin")
+    })
 }
 
 #[cfg(test)]
@@ -202,6 +213,27 @@ mod tests {
         filter().apply(Some(&"https://evil.example".parse().unwrap()), &mut resp);
         assert!(resp.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
         assert_eq!(resp[header::VARY], "Origin");
+    }
+
+    #[test]
+    fn vary_names_origin_once_beside_the_upstreams() {
+        let origin: HeaderValue = "https://app.example.com".parse().unwrap();
+        for (upstream, want) in [
+            (vec![], vec!["Origin"]),
+            (vec!["Accept-Encoding"], vec!["Accept-Encoding", "Origin"]),
+            (
+                vec!["accept-encoding, origin"],
+                vec!["accept-encoding, origin"],
+            ),
+            (vec!["Accept", "*"], vec!["Accept", "*"]),
+        ] {
+            let mut resp = HeaderMap::new();
+            for v in &upstream {
+                resp.append(header::VARY, v.parse().unwrap());
+            }
+            filter().apply(Some(&origin), &mut resp);
+            assert_eq!(resp.get_all(header::VARY).iter().collect::<Vec<_>>(), want);
+        }
     }
 
     #[test]
