@@ -58,9 +58,15 @@ async fn unknown_path_is_404_and_wrong_method_405_both_json() {
     assert_eq!(v["error"]["code"], "route_not_found");
     assert_eq!(v["error"]["request_id"], rid.as_str());
 
+    // HEAD goes wherever GET does, upstream as HEAD.
+    let r = c.head(gw.url("/api/users/1")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(b.hits(), 1);
+    assert!(r.bytes().await.unwrap().is_empty());
+
     let r = c.delete(gw.url("/api/users/1")).send().await.unwrap();
     assert_eq!(r.status(), 405);
-    assert_eq!(r.headers()["allow"], "GET, POST");
+    assert_eq!(r.headers()["allow"], "GET, HEAD, POST");
     assert_eq!(json(r).await["error"]["code"], "method_not_allowed");
 
     // A client's request id is kept and reaches the upstream.

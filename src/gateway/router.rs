@@ -61,7 +61,13 @@ impl<T> Router<T> {
         let mut exact: HashMap<String, Vec<usize>> = HashMap::new();
         let mut prefixes = Vec::new();
         let mut compiled = Vec::with_capacity(routes.len());
-        for (i, (m, paths, exacts, t)) in routes.into_iter().enumerate() {
+        for (i, (mut m, paths, exacts, t)) in routes.into_iter().enumerate() {
+            // HEAD is served wherever GET is (RFC 9110, 9.3.2), and `Allow` says so.
+            if let Some(g) = m.methods.iter().position(|x| *x == Method::GET)
+                && !m.methods.contains(&Method::HEAD)
+            {
+                m.methods.insert(g + 1, Method::HEAD);
+            }
             for p in exacts {
                 exact.entry(p).or_default().push(i);
             }
@@ -255,6 +261,35 @@ mod tests {
         let r = router();
         match find(&r, "GET", "/only-put/x") {
             Found::MethodNotAllowed(a) => assert_eq!(a, vec![Method::PUT]),
+            _ => panic!("expected 405"),
+        }
+        match find(&r, "HEAD", "/only-put/x") {
+            Found::MethodNotAllowed(a) => assert_eq!(a, vec![Method::PUT]),
+            _ => panic!("expected 405"),
+        }
+    }
+
+    #[test]
+    fn head_goes_wherever_get_does() {
+        let r = router();
+        assert!(matches!(
+            find(&r, "HEAD", "/api/users/7"),
+            Found::Route(&"users", 10)
+        ));
+        assert!(matches!(
+            find(&r, "HEAD", "/api/users/me"),
+            Found::Route(&"me", 13)
+        ));
+        let r = Router::new(vec![(
+            m(&["GET", "POST"]),
+            vec!["/orders".into()],
+            vec![],
+            "orders",
+        )]);
+        match find(&r, "DELETE", "/orders/7") {
+            Found::MethodNotAllowed(a) => {
+                assert_eq!(a, vec![Method::GET, Method::HEAD, Method::POST])
+            }
             _ => panic!("expected 405"),
         }
     }
