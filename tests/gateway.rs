@@ -585,6 +585,8 @@ routes:
     assert_eq!(r.headers()["cache-control"], "no-store");
     assert_eq!(r.headers()["ratelimit-limit"], "5");
     assert_eq!(r.headers()["ratelimit-remaining"], "4");
+    // 60 a minute: one unit back within the second, not at the end of a minute's window.
+    assert_eq!(r.headers()["ratelimit-reset"], "1");
     let v = json(r).await;
     assert!(
         v["headers"].get("x-api-key").is_none(),
@@ -618,6 +620,7 @@ routes:
         .parse()
         .unwrap();
     assert!((1..=2).contains(&retry), "{retry}");
+    assert_eq!(r.headers()["ratelimit-reset"], retry.to_string().as_str());
     assert_eq!(r.headers()["ratelimit-remaining"], "0");
     assert_eq!(json(r).await["error"]["code"], "rate_limited");
     let metrics = c

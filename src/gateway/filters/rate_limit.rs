@@ -3,6 +3,7 @@
 //! Limiters live in a [`LimiterRegistry`] outside the config snapshot, so a reload or a
 //! canary step does not hand every client a fresh allowance.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
@@ -13,15 +14,63 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
-use governor::state::keyed::DefaultKeyedStateStore;
+use governor::nanos::Nanos;
+use governor::state::StateStore;
+use governor::state::keyed::{DefaultKeyedStateStore, ShrinkableKeyedStateStore};
 use governor::{Quota, RateLimiter};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use super::Reject;
 use crate::gateway::config::{RateLimitConfig, RateLimitKey};
 
-type Limiter =
-    RateLimiter<u64, DefaultKeyedStateStore<u64>, DefaultClock, StateInformationMiddleware>;
+type Limiter = RateLimiter<u64, LagStore, DefaultClock, StateInformationMiddleware>;
+
+thread_local! {
+    /// What the last allowed decision on this thread left in [`LagStore`]. A decision runs
+    /// synchronously on the request's thread, so a check reads its own.
+    static LAG: Cell<u64> = const { Cell::new(0) };
+}
+
+/// governor's keyed store, noting for each allowed decision how far the key's theoretical
+/// arrival time now lies beyond a fresh key's: that is how long until its allowance is
+/// full again, less one unit. governor's snapshot of a decision keeps that time to itself,
+/// and `RateLimit-Reset` is made from it.
+#[derive(Default)]
+struct LagStore(DefaultKeyedStateStore<u64>);
+
+impl StateStore for LagStore {
+    type Key = u64;
+
+    fn measure_and_replace<T, F, E>(&self, key: &u64, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let (out, tat) = self
+            .0
+            .measure_and_replace(key, |prev| f(prev).map(|(out, tat)| ((out, tat), tat)))?;
+        // `f` is pure (the store may call it again when it races another thread): asked
+        // about a key it has never seen, it answers for a fresh key at the same instant.
+        if let Ok((_, fresh)) = f(None) {
+            LAG.set(tat.saturating_sub(fresh).as_u64());
+        }
+        Ok(out)
+    }
+}
+
+impl ShrinkableKeyedStateStore<u64> for LagStore {
+    fn retain_recent(&self, drop_below: Nanos) {
+        self.0.retain_recent(drop_below);
+    }
+    fn shrink_to_fit(&self) {
+        self.0.shrink_to_fit();
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct LimiterId {
@@ -43,7 +92,11 @@ impl LimiterRegistry {
         let mut m = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
         m.entry(id)
             .or_insert_with(|| {
-                Arc::new(RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>())
+                Arc::new(Limiter::new(
+                    quota,
+                    LagStore::default(),
+                    DefaultClock::default(),
+                ))
             })
             .clone()
     }
@@ -72,10 +125,11 @@ pub struct RateLimitFilter {
     limiter: Arc<Limiter>,
     by: RateLimitKey,
     header: Option<HeaderName>,
-    /// `RateLimit-Limit` and the window's `RateLimit-Reset`, the same on every allowed
-    /// response, so formatted once.
+    /// `RateLimit-Limit`, the same on every response, so formatted once.
     limit: HeaderValue,
-    window: HeaderValue,
+    burst: u32,
+    /// How long one unit of quota takes to come back.
+    period: Duration,
     rejected: Arc<AtomicU64>,
 }
 
@@ -107,9 +161,9 @@ impl RateLimitFilter {
         rejected: Arc<AtomicU64>,
     ) -> Result<Self, String> {
         let nz = |n: u32| NonZeroU32::new(n).ok_or("the rate must be at least 1");
-        let (rate, window, quota) = match (cfg.per_second, cfg.per_minute) {
-            (Some(n), None) => (n, Duration::from_secs(1), Quota::per_second(nz(n)?)),
-            (None, Some(n)) => (n, Duration::from_secs(60), Quota::per_minute(nz(n)?)),
+        let (rate, quota) = match (cfg.per_second, cfg.per_minute) {
+            (Some(n), None) => (n, Quota::per_second(nz(n)?)),
+            (None, Some(n)) => (n, Quota::per_minute(nz(n)?)),
             _ => return Err("give exactly one of per_second or per_minute".into()),
         };
         let burst = cfg.burst.unwrap_or(rate);
@@ -134,7 +188,8 @@ impl RateLimitFilter {
             by: cfg.by,
             header,
             limit: HeaderValue::from(burst),
-            window: HeaderValue::from(window.as_secs()),
+            burst,
+            period: quota.replenish_interval(),
             rejected,
         })
     }
@@ -160,34 +215,49 @@ impl RateLimitFilter {
         h.finish()
     }
 
+    /// `RateLimit-Reset` is the seconds until the next unit of quota comes back (GCRA has
+    /// no window to reset): on a 429 that is when a request is let through again, the same
+    /// as `Retry-After`; on an allowed response, when `Remaining` grows by one.
     pub fn check(&self, src: &KeySource<'_>) -> Result<Allowance, Reject> {
         match self.limiter.check_key(&self.key(src)) {
-            Ok(state) => Ok(Allowance {
-                limit: self.limit.clone(),
-                remaining: state.remaining_burst_capacity(),
-                reset: self.window.clone(),
-            }),
+            Ok(state) => {
+                let remaining = state.remaining_burst_capacity();
+                // The allowance is full again `LAG + period` from now, and gains its
+                // units back one per period until then.
+                let full_in = Duration::from_nanos(LAG.get()) + self.period;
+                let missing = self.burst.saturating_sub(1).saturating_sub(remaining);
+                let next_in = full_in.saturating_sub(self.period * missing);
+                Ok(Allowance {
+                    limit: self.limit.clone(),
+                    remaining,
+                    reset: HeaderValue::from(whole_secs(next_in)),
+                })
+            }
             Err(not_until) => {
                 self.rejected.fetch_add(1, Ordering::Relaxed);
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                let secs = whole_secs(not_until.wait_time_from(DefaultClock::default().now()));
                 let mut r = Reject::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "rate_limited",
                     "rate limit exceeded; retry after the time in Retry-After",
                 );
                 r.headers
-                    .insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+                    .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
                 Allowance {
                     limit: self.limit.clone(),
                     remaining: 0,
-                    reset: HeaderValue::from(secs.max(1)),
+                    reset: HeaderValue::from(secs),
                 }
                 .write(&mut r.headers);
                 Err(r)
             }
         }
     }
+}
+
+/// Whole seconds, rounded up so a client that waits them is not early, and at least 1.
+fn whole_secs(d: Duration) -> u64 {
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
 }
 
 #[cfg(test)]
@@ -235,6 +305,57 @@ mod tests {
         assert_eq!(h["ratelimit-limit"], "3");
         assert_eq!(h["ratelimit-remaining"], "2");
         assert_eq!(h["ratelimit-reset"], "1");
+    }
+
+    fn reset(r: Result<Allowance, Reject>) -> (String, String) {
+        let h = match r {
+            Ok(a) => {
+                let mut h = HeaderMap::new();
+                a.write(&mut h);
+                h
+            }
+            Err(r) => *r.headers,
+        };
+        let v = |n: &str| h[n].to_str().unwrap().to_string();
+        (v("ratelimit-remaining"), v("ratelimit-reset"))
+    }
+
+    #[test]
+    fn reset_is_when_the_next_unit_comes_back_as_on_the_429() {
+        let reg = LimiterRegistry::default();
+        // 3 a minute: one unit every 20 s.
+        let c = RateLimitConfig {
+            per_second: None,
+            per_minute: Some(3),
+            ..cfg(1, 3, RateLimitKey::Ip)
+        };
+        let f = RateLimitFilter::new("r", &c, &reg, Arc::default()).unwrap();
+        let h = HeaderMap::new();
+        let src = KeySource {
+            ip: "10.0.0.1".parse().unwrap(),
+            consumer: None,
+            api_key_hash: None,
+            headers: &h,
+        };
+        let got: Vec<_> = (0..4).map(|_| reset(f.check(&src))).collect();
+        let want = [("2", "20"), ("1", "20"), ("0", "20"), ("0", "20")];
+        assert_eq!(got, want.map(|(a, b)| (a.to_string(), b.to_string())));
+
+        // Part of a period gone: the next unit is that much nearer.
+        let c = RateLimitConfig {
+            per_second: None,
+            per_minute: Some(20),
+            ..cfg(1, 3, RateLimitKey::Ip)
+        };
+        let f = RateLimitFilter::new("r", &c, &reg, Arc::default()).unwrap();
+        let first = std::time::Instant::now();
+        assert_eq!(reset(f.check(&src)), ("2".into(), "3".into()));
+        std::thread::sleep(Duration::from_millis(1100));
+        // Full again 6 s after the first, so one unit back 3 s after it: 1.9 s from now.
+        let (remaining, reset) = reset(f.check(&src));
+        let gone = first.elapsed().as_secs_f64();
+        assert_eq!(remaining, "1");
+        assert_eq!(reset, format!("{}", (3.0 - gone).ceil().max(1.0)), "{gone}");
     }
 
     #[test]
