@@ -78,19 +78,31 @@ pub enum CtlCommand {
 }
 
 pub async fn run(args: CtlArgs) -> i32 {
-    match run_inner(args).await {
+    let output = args.output;
+    // The environment asked for, then the one resolved: a failure names it when it can.
+    let mut env = args.env.clone();
+    match run_inner(args, &mut env).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("signalbox ctl: {e}");
+            // A script reading --output json gets one object per run, failures included.
+            if output == Output::Json {
+                println!("{}", failure_json(env.as_deref(), &e));
+            }
             EXIT_ERROR
         }
     }
 }
 
-async fn run_inner(args: CtlArgs) -> Result<i32, String> {
+fn failure_json(env: Option<&str>, error: &str) -> serde_json::Value {
+    json!({"env": env, "outcome": "failed", "error": error})
+}
+
+async fn run_inner(args: CtlArgs, env_name: &mut Option<String>) -> Result<i32, String> {
     let path = envfile::find(args.config.as_deref()).ok_or("no environments file: pass --config FILE, create ./signalbox.toml (see examples/signalbox.toml), or start `signalbox sandbox`, which writes one")?;
     let cfg = envfile::load(&path)?;
     let def = pick_env(&cfg, args.env.as_deref())?;
+    *env_name = Some(def.name.clone());
     let env = Env::connect_in(def, &cfg.environments)?;
     let actor = args
         .actor
