@@ -384,6 +384,54 @@ async fn a_rollback_to_the_config_running_now_says_so() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_after_the_command_a_percent_sign_and_a_mistyped_route() {
+    let s = setup("").await;
+    // Every ctl option is accepted after the subcommand too, and 25% is 25.
+    let out = Command::new(BIN)
+        .args([
+            "ctl", "canary", "payments", "25%", "--yes", "--output", "json",
+        ])
+        .arg("--config")
+        .arg(&s.envfile)
+        .args(["--env", "stage", "--actor", "late@opts"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["after"], "payments: v1 75 / v2 25");
+    assert_eq!(who(&s, "/users").await, "blue");
+
+    // A mistyped route is refused naming the routes there are.
+    let (code, out, _) = ctl(&s, &["--yes", "canary", "paymnets", "30%"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains(r#"no route "paymnets" in stage; known: users, payments"#),
+        "{out}"
+    );
+
+    // Usage errors are errors (1): 2 means refused.
+    for args in [
+        &["canary", "payments", "lots"][..],
+        &["canary", "payments"],
+        &["frobnicate"],
+        &["status", "--no-such-option"],
+    ] {
+        let (code, out, err) = ctl(&s, args);
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        assert!(err.contains("error:"), "{args:?}: {err}");
+    }
+    let (code, _, _) = ctl(&s, &["--help"]);
+    assert_eq!(code, 0);
+}
+
 /// Failures before any plan (no such environment, a token variable not set, an admin API
 /// that does not answer) still print one JSON object under --output json.
 #[test]

@@ -29,21 +29,21 @@ pub enum Output {
 #[derive(Debug, clap::Args)]
 pub struct CtlArgs {
     /// Environments file (default: ./signalbox.toml, then $XDG_CONFIG_HOME/signalbox/config.toml).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub config: Option<PathBuf>,
     /// Environment to act on (needed when the file has more than one).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub env: Option<String>,
-    #[arg(long, value_enum, default_value = "text")]
+    #[arg(long, global = true, value_enum, default_value = "text")]
     pub output: Output,
     /// Do not ask for confirmation.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub yes: bool,
     /// Override a change freeze, giving the reason (recorded in the audit journal).
-    #[arg(long, value_name = "REASON")]
+    #[arg(long, global = true, value_name = "REASON")]
     pub force: Option<String>,
     /// Who the change is recorded as (default: the file's `actor`, else $USER@hostname).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub actor: Option<String>,
     #[command(subcommand)]
     pub command: CtlCommand,
@@ -55,8 +55,12 @@ pub enum CtlCommand {
     Status,
     /// The revision history, newest first.
     Revisions,
-    /// Send PERCENT of ROUTE's traffic to its canary.
-    Canary { route: String, percent: u32 },
+    /// Send PERCENT (25 or 25%) of ROUTE's traffic to its canary.
+    Canary {
+        route: String,
+        #[arg(value_parser = parse_percent)]
+        percent: u32,
+    },
     /// Send all of ROUTE's traffic to UPSTREAM (default: the other side).
     Flip {
         route: String,
@@ -92,6 +96,15 @@ pub async fn run(args: CtlArgs) -> i32 {
             EXIT_ERROR
         }
     }
+}
+
+/// `25` or `25%`, as the cockpit's palette and `sandbox fault --error-rate` take it. The range
+/// is the plan's to refuse (exit 2), like any other step it will not take.
+fn parse_percent(s: &str) -> Result<u32, String> {
+    s.strip_suffix('%')
+        .unwrap_or(s)
+        .parse()
+        .map_err(|_| format!("a percentage is a whole number such as 25 or 25%, not {s:?}"))
 }
 
 fn failure_json(env: Option<&str>, error: &str) -> serde_json::Value {
