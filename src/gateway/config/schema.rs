@@ -484,6 +484,13 @@ pub struct JwtConfig {
     /// Clock skew allowed on exp and nbf.
     #[serde(default = "JwtConfig::leeway")]
     pub leeway: Dur,
+    /// Refuse tokens without `exp`. False admits tokens that never expire (as Kong's jwt does
+    /// unless `claims_to_verify` lists exp); an `exp` that is there is always checked.
+    #[serde(
+        default = "JwtConfig::require_exp",
+        skip_serializing_if = "JwtConfig::is_true"
+    )]
+    pub require_exp: bool,
     /// HS256 shared secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<SecretRef>,
@@ -508,6 +515,12 @@ impl JwtConfig {
     }
     fn leeway() -> Dur {
         Dur::secs(30)
+    }
+    fn require_exp() -> bool {
+        true
+    }
+    fn is_true(b: &bool) -> bool {
+        *b
     }
     fn jwks_cache() -> Dur {
         Dur::secs(300)

@@ -601,7 +601,10 @@ fn validation(cfg: &JwtConfig, alg: Alg) -> Validation {
     v.leeway = cfg.leeway.0.as_secs();
     v.validate_exp = true;
     v.validate_nbf = true;
-    let mut required = vec!["exp"];
+    let mut required = Vec::new();
+    if cfg.require_exp {
+        required.push("exp");
+    }
     if let Some(iss) = &cfg.issuer {
         v.set_issuer(&[iss]);
         required.push("iss");
