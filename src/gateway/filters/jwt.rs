@@ -35,7 +35,7 @@ const MAX_TOKEN_LEN: usize = 16 * 1024;
 /// Clock skew is seconds or minutes; more would make `exp` meaningless.
 const MAX_LEEWAY: Duration = Duration::from_secs(3600);
 /// RFC 7518 §3.2: an HS256 key must be at least as long as the hash output.
-const MIN_HMAC_SECRET: usize = 32;
+pub const MIN_HMAC_SECRET: usize = 32;
 
 /// A token that passed every check.
 #[derive(Clone, Debug, PartialEq)]
