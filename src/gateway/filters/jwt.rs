@@ -501,7 +501,7 @@ fn build(
             }
             let r = match r {
                 SecretRef::File(p) => SecretRef::File(resolve_path(p)),
-                SecretRef::Env(_) => r.clone(),
+                SecretRef::Env(_) | SecretRef::Inline => r.clone(),
             };
             let s = secrets::resolve(&r).map_err(|e| format!("jwt.secret: {e}"))?;
             if s.expose().len() < MIN_HMAC_SECRET {
@@ -624,6 +624,7 @@ fn describe_ref(r: &SecretRef) -> String {
     match r {
         SecretRef::Env(n) => format!("environment variable {n}"),
         SecretRef::File(p) => format!("file {}", p.display()),
+        SecretRef::Inline => "an inline value".into(),
     }
 }
 
