@@ -56,7 +56,15 @@ enum ConfigCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // clap exits 2, but 2 is "refused" for ctl and "rolled back" for walk: a usage
+        // error is an error (1). Help and --version still exit 0.
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
     let Some(command) = cli.command else {
         let opts = signalbox::tui::TuiOptions {
             env: cli.env,

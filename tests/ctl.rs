@@ -384,6 +384,119 @@ async fn a_rollback_to_the_config_running_now_says_so() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_after_the_command_a_percent_sign_and_a_mistyped_route() {
+    let s = setup("").await;
+    // Every ctl option is accepted after the subcommand too, and 25% is 25.
+    let out = Command::new(BIN)
+        .args([
+            "ctl", "canary", "payments", "25%", "--yes", "--output", "json",
+        ])
+        .arg("--config")
+        .arg(&s.envfile)
+        .args(["--env", "stage", "--actor", "late@opts"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["after"], "payments: v1 75 / v2 25");
+    assert_eq!(who(&s, "/users").await, "blue");
+
+    // A mistyped route is refused naming the routes there are.
+    let (code, out, _) = ctl(&s, &["--yes", "canary", "paymnets", "30%"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains(r#"no route "paymnets" in stage; known: users, payments"#),
+        "{out}"
+    );
+
+    // Usage errors are errors (1): 2 means refused.
+    for args in [
+        &["canary", "payments", "lots"][..],
+        &["canary", "payments"],
+        &["frobnicate"],
+        &["status", "--no-such-option"],
+    ] {
+        let (code, out, err) = ctl(&s, args);
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        assert!(err.contains("error:"), "{args:?}: {err}");
+    }
+    let (code, _, _) = ctl(&s, &["--help"]);
+    assert_eq!(code, 0);
+}
+
+/// Failures before any plan (no such environment, a token variable not set, an admin API
+/// that does not answer) still print one JSON object under --output json.
+#[test]
+fn failures_before_a_plan_are_a_json_object_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let tf = dir.path().join("token");
+    std::fs::write(&tf, TOKEN).unwrap();
+    let envfile = dir.path().join("signalbox.toml");
+    std::fs::write(
+        &envfile,
+        format!(
+            "audit_log = \"{}\"\n[[environments]]\nname = \"stage\"\nadmin_url = \"http://127.0.0.1:1\"\ntoken_file = \"{}\"\n[[environments]]\nname = \"prod\"\nadmin_url = \"http://127.0.0.1:1\"\ntoken_env = \"SIGNALBOX_CTL_TEST_NEVER_SET\"\n",
+            dir.path().join("audit.jsonl").display(),
+            tf.display()
+        ),
+    )
+    .unwrap();
+    for (args, env, says) in [
+        (
+            &["--env", "stagee", "status"][..],
+            "stagee",
+            r#"no environment "stagee""#,
+        ),
+        (
+            &["--env", "prod", "status"],
+            "prod",
+            "SIGNALBOX_CTL_TEST_NEVER_SET",
+        ),
+        (
+            &["--env", "stage", "status"],
+            "stage",
+            "cannot reach http://127.0.0.1:1",
+        ),
+        (
+            &["--env", "stage", "--yes", "flip", "users"],
+            "stage",
+            "cannot reach",
+        ),
+    ] {
+        let o = Command::new(BIN)
+            .args(["ctl", "--output", "json", "--config"])
+            .arg(&envfile)
+            .args(args)
+            .env_remove("SIGNALBOX_CTL_TEST_NEVER_SET")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let (out, err) = (
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+        );
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {out}{err}");
+        assert!(
+            err.contains(says),
+            "{args:?}: stderr keeps the message: {err}"
+        );
+        let v: serde_json::Value = serde_json::from_str(out.trim())
+            .unwrap_or_else(|e| panic!("{args:?}: not one JSON object ({e}): {out:?}"));
+        assert_eq!(v["outcome"], "failed", "{v}");
+        assert_eq!(v["env"], env, "{v}");
+        assert!(v["error"].as_str().unwrap().contains(says), "{v}");
+        assert_eq!(out.lines().count(), 1, "{out}");
+    }
+}
+
 #[test]
 fn the_cockpit_without_an_environments_file_explains_and_exits_1() {
     let dir = tempfile::tempdir().unwrap();

@@ -283,3 +283,55 @@ plugins:
         200
     );
 }
+
+/// The hint printed after --secrets-out, run as printed in POSIX sh from where the import
+/// ran: `. s2.env` would search PATH and fail.
+#[test]
+fn the_printed_load_hint_works_in_sh_for_a_bare_file_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("kong.yaml"),
+        r#"_format_version: "3.0"
+consumers:
+  - username: alice
+    keyauth_credentials: [{ key: alice-secret-key }]
+services:
+  - name: users
+    url: http://127.0.0.1:9001
+    routes: [{ name: users, paths: [/users] }]
+    plugins: [{ name: key-auth, config: { key_names: [X-API-Key] } }]
+"#,
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "config",
+            "import-kong",
+            "kong.yaml",
+            "--secrets-out",
+            "s2.env",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let hint = err
+        .lines()
+        .find_map(|l| l.split_once("load them with: ").map(|(_, h)| h.to_string()))
+        .unwrap_or_else(|| panic!("no load hint: {err}"));
+    let sh = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{hint}; printf %s \"$KONG_KEY_ALICE_1\""))
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    assert!(
+        sh.status.success(),
+        "{hint}: {}",
+        String::from_utf8_lossy(&sh.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&sh.stdout), "alice-secret-key");
+}

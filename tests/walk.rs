@@ -712,7 +712,39 @@ fn check_accepts_the_examples_and_rejects_a_bad_runbook() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains(&format!(
-            "{file}:6:16: steps[1].promote.env: no environment \"prod\""
+            "{file}:6:21: steps[1].promote.env: no environment \"prod\""
+        )),
+        "{err}"
+    );
+    // Environment names are reported with every other problem, at the value.
+    std::fs::write(
+        &bad,
+        "name: bad\nenv: stagee\nroute: payments\nsteps:\n  - set_weight: { percent: 250 }\n  - promote: { env: prod }\n",
+    )
+    .unwrap();
+    let o = Command::new(BIN)
+        .args(["walk", "--check", "--config"])
+        .arg(&cfg)
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    assert!(
+        lines[0].starts_with(&format!("{file}:2:6: env: no environment \"stagee\"")),
+        "{err}"
+    );
+    assert!(
+        lines[1].starts_with(&format!(
+            "{file}:5:19: steps[0].set_weight.percent: a percentage"
+        )),
+        "{err}"
+    );
+    assert!(
+        lines[2].starts_with(&format!(
+            "{file}:6:21: steps[1].promote.env: no environment \"prod\""
         )),
         "{err}"
     );

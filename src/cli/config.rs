@@ -11,11 +11,11 @@ pub fn check(file: &Path) -> i32 {
         Ok(loaded) => {
             let c = &loaded.config;
             println!(
-                "{}: ok ({} routes, {} upstreams, {} consumers)",
+                "{}: ok ({}, {}, {})",
                 file.display(),
-                c.routes.len(),
-                c.upstreams.len(),
-                c.consumers.len()
+                count(c.routes.len(), "route"),
+                count(c.upstreams.len(), "upstream"),
+                count(c.consumers.len(), "consumer")
             );
             0
         }
@@ -23,5 +23,22 @@ pub fn check(file: &Path) -> i32 {
             eprintln!("{e}");
             1
         }
+    }
+}
+
+/// `1 route`, `2 routes`.
+fn count(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_read_naturally() {
+        assert_eq!(count(1, "consumer"), "1 consumer");
+        assert_eq!(count(0, "consumer"), "0 consumers");
+        assert_eq!(count(2, "upstream"), "2 upstreams");
     }
 }

@@ -29,21 +29,21 @@ pub enum Output {
 #[derive(Debug, clap::Args)]
 pub struct CtlArgs {
     /// Environments file (default: ./signalbox.toml, then $XDG_CONFIG_HOME/signalbox/config.toml).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub config: Option<PathBuf>,
     /// Environment to act on (needed when the file has more than one).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub env: Option<String>,
-    #[arg(long, value_enum, default_value = "text")]
+    #[arg(long, global = true, value_enum, default_value = "text")]
     pub output: Output,
     /// Do not ask for confirmation.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub yes: bool,
     /// Override a change freeze, giving the reason (recorded in the audit journal).
-    #[arg(long, value_name = "REASON")]
+    #[arg(long, global = true, value_name = "REASON")]
     pub force: Option<String>,
     /// Who the change is recorded as (default: the file's `actor`, else $USER@hostname).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub actor: Option<String>,
     #[command(subcommand)]
     pub command: CtlCommand,
@@ -55,8 +55,12 @@ pub enum CtlCommand {
     Status,
     /// The revision history, newest first.
     Revisions,
-    /// Send PERCENT of ROUTE's traffic to its canary.
-    Canary { route: String, percent: u32 },
+    /// Send PERCENT (25 or 25%) of ROUTE's traffic to its canary.
+    Canary {
+        route: String,
+        #[arg(value_parser = parse_percent)]
+        percent: u32,
+    },
     /// Send all of ROUTE's traffic to UPSTREAM (default: the other side).
     Flip {
         route: String,
@@ -78,19 +82,40 @@ pub enum CtlCommand {
 }
 
 pub async fn run(args: CtlArgs) -> i32 {
-    match run_inner(args).await {
+    let output = args.output;
+    // The environment asked for, then the one resolved: a failure names it when it can.
+    let mut env = args.env.clone();
+    match run_inner(args, &mut env).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("signalbox ctl: {e}");
+            // A script reading --output json gets one object per run, failures included.
+            if output == Output::Json {
+                println!("{}", failure_json(env.as_deref(), &e));
+            }
             EXIT_ERROR
         }
     }
 }
 
-async fn run_inner(args: CtlArgs) -> Result<i32, String> {
+/// `25` or `25%`, as the cockpit's palette and `sandbox fault --error-rate` take it. The range
+/// is the plan's to refuse (exit 2), like any other step it will not take.
+fn parse_percent(s: &str) -> Result<u32, String> {
+    s.strip_suffix('%')
+        .unwrap_or(s)
+        .parse()
+        .map_err(|_| format!("a percentage is a whole number such as 25 or 25%, not {s:?}"))
+}
+
+fn failure_json(env: Option<&str>, error: &str) -> serde_json::Value {
+    json!({"env": env, "outcome": "failed", "error": error})
+}
+
+async fn run_inner(args: CtlArgs, env_name: &mut Option<String>) -> Result<i32, String> {
     let path = envfile::find(args.config.as_deref()).ok_or("no environments file: pass --config FILE, create ./signalbox.toml (see examples/signalbox.toml), or start `signalbox sandbox`, which writes one")?;
     let cfg = envfile::load(&path)?;
     let def = pick_env(&cfg, args.env.as_deref())?;
+    *env_name = Some(def.name.clone());
     let env = Env::connect_in(def, &cfg.environments)?;
     let actor = args
         .actor
@@ -345,6 +370,67 @@ fn trunc(s: &str, n: usize) -> String {
     }
 }
 
+/// The routes table. ROUTE, SPLIT and CANARY are sized to their content: the split is what
+/// on-call runs status for, and a cut one hides the live side and the canary's share.
+fn routes_table(routes: &[crate::domain::status::RouteStatus]) -> Vec<String> {
+    let rows: Vec<[String; 5]> = routes
+        .iter()
+        .map(|r| {
+            let split = r
+                .split
+                .keys()
+                .map(|k| format!("{k} {}%", r.percent(k)))
+                .collect::<Vec<_>>()
+                .join(" / ");
+            let paths = r
+                .paths
+                .iter()
+                .chain(&r.exact_paths)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(",");
+            let filters = if r.filters.is_empty() {
+                "-".into()
+            } else {
+                r.filters.join(",")
+            };
+            [
+                r.name.clone(),
+                trunc(&paths, 24),
+                split,
+                r.canary.clone().unwrap_or_else(|| "-".into()),
+                filters,
+            ]
+        })
+        .collect();
+    let header = ["ROUTE", "PATHS", "SPLIT", "CANARY", "FILTERS"].map(String::from);
+    let width = |i: usize, min: usize| {
+        rows.iter()
+            .map(|r| r[i].chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(min)
+    };
+    let w = [width(0, 16), width(1, 24), width(2, 30), width(3, 10)];
+    std::iter::once(&header)
+        .chain(&rows)
+        .map(|r| {
+            format!(
+                "{:<w0$} {:<w1$} {:<w2$} {:<w3$} {}",
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                w0 = w[0],
+                w1 = w[1],
+                w2 = w[2],
+                w3 = w[3]
+            )
+        })
+        .collect()
+}
+
 /// Two samples a second apart: rates and ratios need a delta. A metrics failure is
 /// reported beside the state, never instead of it.
 async fn sample_metrics(env: &Env, s: &GatewayStatus) -> Result<MetricsSample, String> {
@@ -395,36 +481,8 @@ fn print_status(
         env.backend.address()
     );
     println!();
-    println!(
-        "{:<16} {:<24} {:<30} {:<10} FILTERS",
-        "ROUTE", "PATHS", "SPLIT", "CANARY"
-    );
-    for r in &s.routes {
-        let split = r
-            .split
-            .keys()
-            .map(|k| format!("{k} {}%", r.percent(k)))
-            .collect::<Vec<_>>()
-            .join(" / ");
-        let paths = r
-            .paths
-            .iter()
-            .chain(&r.exact_paths)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(",");
-        println!(
-            "{:<16} {:<24} {:<30} {:<10} {}",
-            trunc(&r.name, 16),
-            trunc(&paths, 24),
-            trunc(&split, 30),
-            r.canary.as_deref().unwrap_or("-"),
-            if r.filters.is_empty() {
-                "-".into()
-            } else {
-                r.filters.join(",")
-            }
-        );
+    for line in routes_table(&s.routes) {
+        println!("{line}");
     }
     println!();
     println!("{:<24} {:<8} TARGETS", "UPSTREAM", "HEALTHY");
@@ -630,5 +688,62 @@ fn print_kube_status(env: &Env, v: &crate::domain::kube::KubeView, output: Outpu
                 problems
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::status::RouteStatus;
+
+    fn route(name: &str, split: &[(&str, u32)], canary: Option<&str>) -> RouteStatus {
+        RouteStatus {
+            name: name.into(),
+            paths: vec!["/api/users".into()],
+            exact_paths: vec![],
+            methods: vec![],
+            hosts: vec![],
+            split: split.iter().map(|(k, w)| (k.to_string(), *w)).collect(),
+            canary_by_header: None,
+            canary: canary.map(String::from),
+            sticky: None,
+            filters: vec!["key_auth".into()],
+            flag: None,
+        }
+    }
+
+    #[test]
+    fn status_never_cuts_a_split_and_keeps_the_columns_aligned() {
+        let routes = [
+            route("users", &[("users-blue", 0), ("users-green", 100)], None),
+            route(
+                "payments-international",
+                &[("payments-stable-v1", 95), ("payments-canary-v2", 5)],
+                Some("payments-canary-v2"),
+            ),
+        ];
+        let lines = routes_table(&routes);
+        assert!(
+            lines[1].contains("users-blue 0% / users-green 100%"),
+            "{lines:#?}"
+        );
+        assert!(
+            lines[2].contains("payments-canary-v2 5% / payments-stable-v1 95%"),
+            "{lines:#?}"
+        );
+        assert!(
+            lines[2].starts_with("payments-international "),
+            "{lines:#?}"
+        );
+        assert!(lines.iter().all(|l| !l.contains('…')), "{lines:#?}");
+        // Every column starts where its header does, and FILTERS (last) is whole.
+        for col in ["SPLIT", "CANARY", "FILTERS"] {
+            let at = lines[0].find(col).unwrap();
+            for l in &lines[1..] {
+                assert_eq!(l.as_bytes()[at - 1], b' ', "{col}: {lines:#?}");
+                assert_ne!(l.as_bytes()[at], b' ', "{col}: {lines:#?}");
+            }
+        }
+        assert!(lines[2].ends_with(" key_auth"), "{lines:#?}");
     }
 }

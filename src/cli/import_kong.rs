@@ -55,6 +55,14 @@ pub fn run_import_to(
     for w in &imported.warnings {
         writeln!(err, "warning: {w}")?;
     }
+    if !imported.external_env.is_empty() {
+        writeln!(
+            err,
+            "secrets: set these environment variables yourself (the Kong file refers to them \
+             through its env vault, so it holds no values to import): {}",
+            imported.external_env.join(" ")
+        )?;
+    }
     match secrets_out {
         Some(path) => {
             write_secrets(path, &imported.secrets)
@@ -66,7 +74,7 @@ pub fn run_import_to(
                 "wrote {} secret(s) to {} (mode 0600); load them with: set -a; . {}; set +a",
                 imported.secrets.len(),
                 path.display(),
-                path.display()
+                dot_path(path)
             )?;
         }
         None => {
@@ -106,6 +114,23 @@ pub fn render(config: &GatewayConfig, source: &Path) -> anyhow::Result<String> {
          # everything that did not carry over exactly.\n{body}",
         source.display()
     ))
+}
+
+/// The path as `.` must be given it: sh and dash search PATH for a name without a slash,
+/// so `s2.env` becomes `./s2.env`; quoted when the shell would split or expand it.
+fn dot_path(path: &Path) -> String {
+    let text = path.display().to_string();
+    let text = if text.contains('/') {
+        text
+    } else {
+        format!("./{text}")
+    };
+    let plain = |c: char| c.is_ascii_alphanumeric() || "._-/+,:@%".contains(c);
+    if text.chars().all(plain) {
+        text
+    } else {
+        shell_quote(&text)
+    }
 }
 
 /// `'...'` with `'` written as `'\''`: one literal word for sh, bash and dash.
@@ -297,5 +322,49 @@ services:
         assert_eq!((code, yaml.as_str()), (1, ""));
         assert!(err.contains("_format_version: found \"1.1\""), "{err}");
         assert!(run_import(&dir.path().join("missing.yaml"), None).is_err());
+    }
+
+    #[test]
+    fn the_load_hint_dots_a_bare_name_and_vault_variables_are_named() {
+        assert_eq!(dot_path(Path::new("s2.env")), "./s2.env");
+        assert_eq!(dot_path(Path::new("out/kong.env")), "out/kong.env");
+        assert_eq!(dot_path(Path::new("/tmp/k.env")), "/tmp/k.env");
+        assert_eq!(dot_path(Path::new("my kong.env")), "'./my kong.env'");
+
+        let dir = tempfile::tempdir().unwrap();
+        let kong = dir.path().join("kong.yaml");
+        std::fs::write(
+            &kong,
+            r#"_format_version: "3.0"
+consumers:
+  - username: alice
+    keyauth_credentials: [{ key: alice-secret-key }]
+  - username: gold
+    keyauth_credentials: [{ key: "{vault://env/gold-key}" }]
+services:
+  - name: users
+    url: http://127.0.0.1:9001
+    routes: [{ name: users, paths: [/users] }]
+    plugins: [{ name: key-auth, config: { key_names: [X-API-Key] } }]
+"#,
+        )
+        .unwrap();
+        let run = |secrets: Option<&Path>| {
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let code = run_import_to(&kong, secrets, &mut out, &mut err).unwrap();
+            assert_eq!(code, 0);
+            String::from_utf8(err).unwrap()
+        };
+        let file = dir.path().join("s2.env");
+        let err = run(Some(&file));
+        // The variable the Kong vault supplied is named: nobody else will set it.
+        assert!(
+            err.contains("set these environment variables yourself") && err.contains("GOLD_KEY"),
+            "{err}"
+        );
+        assert!(run(None).contains("GOLD_KEY"));
+
+        let hint = format!("set -a; . {}; set +a", dot_path(&file));
+        assert!(err.contains(&hint), "{err}");
     }
 }

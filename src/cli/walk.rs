@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::control::Plan;
 use crate::control::envfile::{self, ConfirmPolicy};
 use crate::walk::machine::WalkStatus;
-use crate::walk::runbook::{self, Step};
+use crate::walk::runbook;
 use crate::walk::start::{self, Prepared, Resume, StartRequest, describe};
 use crate::walk::store::Store;
 use crate::walk::{Confirm, Decision, Operator, PauseKind, RunEnd, WalkState};
@@ -81,8 +81,131 @@ pub async fn run(args: WalkArgs) -> i32 {
     }
 }
 
+/// `--check`: every problem at once — the runbook's own and, with `--config`, each
+/// environment it reaches that the file does not define — in file order.
+fn check(args: &WalkArgs) -> Result<i32, String> {
+    let loaded = runbook::load(&args.runbook);
+    let mut issues = match &loaded {
+        Ok(_) => Vec::new(),
+        Err(e) => e.0.clone(),
+    };
+    let mut flag_issue = None;
+    if let Some(cfg_path) = &args.config {
+        let cfg = envfile::load(cfg_path)?;
+        // Read from the text, not the runbook: a runbook with other problems does not load,
+        // and its environment names are still worth checking.
+        let text = std::fs::read_to_string(&args.runbook).unwrap_or_default();
+        let known = cfg
+            .environments
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let positions = crate::gateway::config::locate_paths(&text);
+        let mut seen: Vec<String> = Vec::new();
+        for (field, name) in env_fields(&text, args.env.as_deref()) {
+            if seen.contains(&name) {
+                continue;
+            }
+            seen.push(name.clone());
+            if cfg.env(&name).is_some() {
+                continue;
+            }
+            let message = format!(
+                "no environment {name:?} in {} (known: {known})",
+                cfg_path.display()
+            );
+            match field {
+                None => flag_issue = Some(format!("--env {name}: {message}")),
+                Some(path) => {
+                    let (line, col) = value_position(
+                        &text,
+                        crate::gateway::config::position_of(&positions, &path),
+                    );
+                    issues.push(crate::gateway::config::ConfigIssue {
+                        file: args.runbook.display().to_string(),
+                        line,
+                        col,
+                        path,
+                        message,
+                    });
+                }
+            }
+        }
+    }
+    issues.sort_by_key(|i| (i.line, i.col));
+    if let Some(f) = &flag_issue {
+        eprintln!("{f}");
+    }
+    for i in &issues {
+        eprintln!("{i}");
+    }
+    let rb = match loaded {
+        Ok((rb, _)) if issues.is_empty() && flag_issue.is_none() => rb,
+        _ => return Ok(EXIT_ERROR),
+    };
+    let env = args.env.clone().unwrap_or_else(|| rb.env.clone());
+    let steps = rb.expand(&env);
+    let mut envs: Vec<&str> = Vec::new();
+    for s in &steps {
+        if !envs.contains(&s.env.as_str()) {
+            envs.push(&s.env);
+        }
+    }
+    println!(
+        "{}: ok: {:?}, {} steps against {}",
+        args.runbook.display(),
+        rb.name,
+        steps.len(),
+        envs.join(" → ")
+    );
+    Ok(EXIT_OK)
+}
+
+/// The environments a runbook reaches, in order, with the field naming each (None for
+/// `--env`, which replaces the runbook's `env`). Unreadable parts are skipped: loading the
+/// runbook reports them.
+fn env_fields(text: &str, flag: Option<&str>) -> Vec<(Option<String>, String)> {
+    let doc: serde_json::Value = serde_saphyr::from_str(text).unwrap_or_default();
+    let mut out = Vec::new();
+    match (flag, doc["env"].as_str()) {
+        (Some(f), _) => out.push((None, f.to_string())),
+        (None, Some(e)) => out.push((Some("env".to_string()), e.to_string())),
+        (None, None) => {}
+    }
+    for (i, step) in doc["steps"].as_array().into_iter().flatten().enumerate() {
+        if let Some(e) = step["promote"]["env"].as_str() {
+            out.push((Some(format!("steps[{i}].promote.env")), e.to_string()));
+        }
+    }
+    out
+}
+
+/// Positions are kept for keys; a wrong name is in the value after `key:`.
+fn value_position(text: &str, (line, col): (usize, usize)) -> (usize, usize) {
+    let Some(l) = text.lines().nth(line.saturating_sub(1)) else {
+        return (line, col);
+    };
+    let from = l
+        .char_indices()
+        .nth(col.saturating_sub(1))
+        .map_or(l.len(), |(i, _)| i);
+    let Some(colon) = l[from..].find(':') else {
+        return (line, col);
+    };
+    let rest = &l[from + colon + 1..];
+    let skip = rest.len() - rest.trim_start().len();
+    if rest.trim().is_empty() {
+        return (line, col);
+    }
+    (line, l[..from + colon + 1 + skip].chars().count() + 1)
+}
+
 async fn run_inner(args: WalkArgs) -> Result<i32, String> {
-    let (rb, text) = match runbook::load(&args.runbook) {
+    if args.check {
+        return check(&args);
+    }
+    let (rb, _) = match runbook::load(&args.runbook) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("{e}");
@@ -90,71 +213,6 @@ async fn run_inner(args: WalkArgs) -> Result<i32, String> {
         }
     };
     let env = args.env.clone().unwrap_or_else(|| rb.env.clone());
-    if args.check {
-        let steps = rb.expand(&env);
-        // With an explicit environments file, the environments must exist in it too.
-        if let Some(cfg_path) = &args.config {
-            let cfg = envfile::load(cfg_path)?;
-            let known = cfg
-                .environments
-                .iter()
-                .map(|e| e.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ");
-            let positions = crate::gateway::config::locate_paths(&text);
-            let mut bad = 0;
-            let mut seen: Vec<&str> = Vec::new();
-            for s in &steps {
-                if seen.contains(&s.env.as_str()) || cfg.env(&s.env).is_some() {
-                    seen.push(&s.env);
-                    continue;
-                }
-                seen.push(&s.env);
-                bad += 1;
-                let why = format!(
-                    "no environment {:?} in {} (known: {known})",
-                    s.env,
-                    cfg_path.display()
-                );
-                let field = if args.env.as_deref() == Some(s.env.as_str()) {
-                    None
-                } else if s.env == rb.env {
-                    Some("env".to_string())
-                } else {
-                    rb.steps
-                        .iter()
-                        .position(|st| matches!(st, Step::Promote(p) if p.env == s.env))
-                        .map(|i| format!("steps[{i}].promote.env"))
-                };
-                match field {
-                    Some(f) => {
-                        let (line, col) = crate::gateway::config::position_of(&positions, &f);
-                        eprintln!("{}:{line}:{col}: {f}: {why}", args.runbook.display());
-                    }
-                    None => eprintln!("--env {}: {why}", s.env),
-                }
-            }
-            if bad > 0 {
-                return Ok(EXIT_ERROR);
-            }
-        }
-        println!(
-            "{}: ok: {:?}, {} steps against {}",
-            args.runbook.display(),
-            rb.name,
-            steps.len(),
-            {
-                let mut envs: Vec<&str> = Vec::new();
-                for s in &steps {
-                    if !envs.contains(&s.env.as_str()) {
-                        envs.push(&s.env);
-                    }
-                }
-                envs.join(" → ")
-            }
-        );
-        return Ok(EXIT_OK);
-    }
 
     let path = envfile::find(args.config.as_deref()).ok_or("no environments file: pass --config FILE, create ./signalbox.toml (see examples/signalbox.toml), or start `signalbox sandbox`, which writes one")?;
     let cfg = envfile::load(&path)?;

@@ -307,7 +307,7 @@ pub async fn plan(
         (Action::SetCanary { route, percent }, _) => {
             let r = status
                 .route(route)
-                .ok_or_else(|| PlanError::Invalid(format!("no route {route:?} in {}", def.name)))?;
+                .ok_or_else(|| no_route(&status, route, &def.name))?;
             let (stable, canary) = r.canary_step_sides().ok_or_else(|| PlanError::Invalid(format!("route {route:?} has no canary side (set `canary:` on the route, or a header canary)")))?;
             if *percent > 100 {
                 return Err(PlanError::Invalid(format!(
@@ -341,7 +341,7 @@ pub async fn plan(
         (Action::Flip { route, to }, _) => {
             let r = status
                 .route(route)
-                .ok_or_else(|| PlanError::Invalid(format!("no route {route:?} in {}", def.name)))?;
+                .ok_or_else(|| no_route(&status, route, &def.name))?;
             // On Kubernetes a blue-green side may be named by its track (`green`).
             let to = match (to, view.as_ref().and_then(|v| v.service(route))) {
                 (Some(t), Some(svc)) => svc
@@ -573,6 +573,16 @@ async fn source_view(
     }
 }
 
+/// A mistyped route name: the message lists the known ones, so the next try is right.
+fn no_route(status: &GatewayStatus, route: &str, env: &str) -> PlanError {
+    let known: Vec<&str> = status.routes.iter().map(|r| r.name.as_str()).collect();
+    PlanError::Invalid(if known.is_empty() {
+        format!("no route {route:?} in {env}; it has no routes")
+    } else {
+        format!("no route {route:?} in {env}; known: {}", known.join(", "))
+    })
+}
+
 fn split_plan(
     status: &GatewayStatus,
     route: &str,
@@ -582,7 +592,7 @@ fn split_plan(
 ) -> Result<(Request, String, String), PlanError> {
     let r = status
         .route(route)
-        .ok_or_else(|| PlanError::Invalid(format!("no route {route:?} in {}", def.name)))?;
+        .ok_or_else(|| no_route(status, route, &def.name))?;
     let live = weights
         .iter()
         .filter(|(_, w)| **w > 0)

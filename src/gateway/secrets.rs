@@ -20,6 +20,8 @@ pub fn resolve(r: &SecretRef) -> Result<Secret, String> {
             Ok(_) => Err(format!("secret file {} is empty", path.display())),
             Err(e) => Err(format!("cannot read secret file {}: {e}", path.display())),
         },
+        // A config holding one never validates; refuse rather than guess.
+        SecretRef::Inline => Err("a secret written inline is refused".into()),
     }
 }
 

@@ -46,6 +46,7 @@ use super::{
     RouteConfig, SecretRef, UpstreamConfig, validate,
 };
 use crate::domain::Secret;
+use crate::gateway::filters::jwt::MIN_HMAC_SECRET;
 
 /// The result of an import.
 #[derive(Debug)]
@@ -58,6 +59,9 @@ pub struct KongImport {
     /// Public keys (RS256/ES256 JWT credentials) the config refers to by file name. They
     /// are not secret, but must be written next to the config for it to load.
     pub public_keys: Vec<PublicKeyFile>,
+    /// Variables the config reads that the import has no value for (Kong `{vault://env/…}`
+    /// references): the user must set them by hand.
+    pub external_env: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -519,6 +523,18 @@ impl Importer {
             ));
             return Ok(());
         };
+        // Kong takes any length; the gateway refuses to start with a short HS256 secret,
+        // so importing it would make the whole output unservable.
+        if algorithm == "HS256" && material.len() < MIN_HMAC_SECRET {
+            self.warn(format!(
+                "consumer {name:?}: {field} has an HS256 secret of {} bytes; signalbox needs at \
+                 least {MIN_HMAC_SECRET} (a shorter one can be guessed offline) and would refuse \
+                 to start with it; skipped, so tokens signed with it are refused. Give the \
+                 credential a longer secret in Kong and import again",
+                material.len()
+            ));
+            return Ok(());
+        }
         self.consumers[idx].jwt.push(KJwt {
             index: j,
             kong_key: kong_key.to_string(),
@@ -1534,13 +1550,19 @@ impl Importer {
 
         let defaults = factor_defaults(&mut out);
         let mut consumers = Vec::new();
+        let mut external_env = Vec::new();
         for i in 0..self.consumers.len() {
             let name = self.consumers[i].name.clone();
             let keys = std::mem::take(&mut self.consumers[i].keys);
             let mut refs = Vec::new();
             for (n, k) in keys.into_iter().enumerate() {
                 match k {
-                    KKey::Env(var) => refs.push(SecretRef::Env(var)),
+                    KKey::Env(var) => {
+                        if !external_env.contains(&var) {
+                            external_env.push(var.clone());
+                        }
+                        refs.push(SecretRef::Env(var));
+                    }
                     KKey::Value(secret) => {
                         let var =
                             self.unique_env(format!("KONG_KEY_{}_{}", env_part(&name), n + 1));
@@ -1579,6 +1601,7 @@ impl Importer {
             secrets: self.secrets,
             warnings: self.warnings,
             public_keys: self.public_keys,
+            external_env,
         })
     }
 
@@ -2003,6 +2026,7 @@ services:
         );
         // A Kong env-vault reference is already a reference: no value to carry.
         assert_eq!(c[4].keys, [SecretRef::Env("MY_API_KEY".into())]);
+        assert_eq!(i.external_env, ["MY_API_KEY"], "set by hand, so named");
         assert!(c[5].keys.is_empty());
         assert_eq!(i.warnings.len(), 1, "{:?}", i.warnings);
         assert!(
@@ -2351,11 +2375,11 @@ routes:
 consumers:
   - username: bob
     jwt_secrets:
-      - {{ key: bob-iss, algorithm: HS256, secret: hs-secret-1 }}
+      - {{ key: bob-iss, algorithm: HS256, secret: hs-secret-1-for-bob-0123456789abcdef }}
   - username: eve
     jwt_secrets:
-      - {{ key: eve-iss, secret: hs-secret-2 }}
-      - {{ key: eve-384, algorithm: HS384, secret: hs-secret-3 }}
+      - {{ key: eve-iss, secret: hs-secret-2-for-eve-0123456789abcdef }}
+      - {{ key: eve-384, algorithm: HS384, secret: hs-secret-3-for-eve-0123456789abcdef }}
 "
         );
         let i = ok(&text);
@@ -2371,7 +2395,10 @@ consumers:
         assert_eq!(jwt.leeway, Dur::secs(0));
         assert_eq!(i.secrets.len(), 1);
         assert_eq!(i.secrets[0].0, "KONG_JWT_SECRET_BOB_1");
-        assert_eq!(i.secrets[0].1.expose(), "hs-secret-1");
+        assert_eq!(
+            i.secrets[0].1.expose(),
+            "hs-secret-1-for-bob-0123456789abcdef"
+        );
         assert!(
             has(
                 &i.warnings,
@@ -2382,13 +2409,44 @@ consumers:
         );
         assert!(has(&i.warnings, "uses HS384"), "{:?}", i.warnings);
         let yaml = serde_saphyr::to_string(&i.config).unwrap();
-        for s in ["hs-secret-1", "hs-secret-2", "hs-secret-3"] {
+        for s in [
+            "hs-secret-1-for-bob-0123456789abcdef",
+            "hs-secret-2-for-eve-0123456789abcdef",
+            "hs-secret-3-for-eve-0123456789abcdef",
+        ] {
             assert!(!yaml.contains(s), "{s} leaked into the YAML");
             assert!(
                 !i.warnings.iter().any(|w| w.contains(s)),
                 "{s} leaked into a warning"
             );
         }
+    }
+
+    #[test]
+    fn a_short_hs256_secret_is_left_out_so_the_output_can_be_served() {
+        let text = format!(
+            "{ONE}    plugins: [{{ name: jwt, config: {{ claims_to_verify: [exp], uri_param_names: [] }} }}]
+consumers:
+  - username: bob
+    jwt_secrets: [{{ key: bob-iss, algorithm: HS256, secret: short-but-valid-in-kong }}]
+  - username: eve
+    jwt_secrets: [{{ key: eve-iss, secret: eve-secret-long-enough-0123456789abcdef }}]
+"
+        );
+        let i = ok(&text);
+        assert!(
+            has(
+                &i.warnings,
+                "consumer \"bob\": jwt_secrets[0] has an HS256 secret of 23 bytes; signalbox needs at least 32"
+            ),
+            "{:?}",
+            i.warnings
+        );
+        let jwt = i.config.routes[0].plugins.jwt.clone().unwrap();
+        assert_eq!(jwt.issuer.as_deref(), Some("eve-iss"));
+        let names: Vec<&str> = i.secrets.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["KONG_JWT_SECRET_EVE_1"]);
+        assert!(!i.warnings.iter().any(|w| w.contains("short-but-valid")));
     }
 
     #[test]

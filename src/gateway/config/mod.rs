@@ -105,7 +105,8 @@ pub fn load_file(path: &Path) -> Result<LoadedConfig, ConfigError> {
 
 /// Parses and validates. `file` is only used in messages.
 pub fn parse_str(text: &str, file: &str) -> Result<GatewayConfig, ConfigError> {
-    parse_located(text, file, validate)
+    // An inline secret is one problem among the others, not the end of the check.
+    schema::with_inline_secrets_deferred(|| parse_located(text, file, validate))
 }
 
 /// Deserialises YAML into `T`, then runs `validate` over it; every problem, from the
@@ -246,8 +247,22 @@ pub fn validate(c: &GatewayConfig) -> Vec<(String, String)> {
         );
     }
 
+    if c.admin.token.is_some() {
+        err("admin.token".into(), schema::INLINE_SECRET.into());
+    }
     let mut consumer_names = HashSet::new();
     for (i, consumer) in c.consumers.iter().enumerate() {
+        if consumer.key.is_some() {
+            err(format!("consumers[{i}].key"), schema::INLINE_SECRET.into());
+        }
+        for (k, key) in consumer.keys.iter().enumerate() {
+            if *key == SecretRef::Inline {
+                err(
+                    format!("consumers[{i}].keys[{k}]"),
+                    schema::INLINE_SECRET.into(),
+                );
+            }
+        }
         if !consumer_names.insert(consumer.name.as_str()) {
             err(
                 format!("consumers[{i}].name"),
@@ -516,6 +531,9 @@ fn validate_plugins(
         }
     }
     if let Some(j) = &p.jwt {
+        if j.secret == Some(SecretRef::Inline) {
+            err(format!("{base}.jwt.secret"), schema::INLINE_SECRET.into());
+        }
         for (i, a) in j.algorithms.iter().enumerate() {
             if !["HS256", "RS256", "ES256"].contains(&a.as_str()) {
                 err(
@@ -674,6 +692,39 @@ routes:
             e[0]
         );
         assert!(e[0].starts_with("gw.yaml:3:"), "{}", e[0]);
+    }
+
+    #[test]
+    fn inline_secrets_are_reported_with_every_other_problem() {
+        let text = format!(
+            "admin: {{ token: admin-sekrit }}\nconsumers:\n  - name: alice\n    keys: [{{ env: A }}, sekrit-1]\n  - name: bob\n    key: sekrit-2\n{}",
+            GOOD.replace(
+                "green: 0 }",
+                "green: 0, red: 5 }\n    plugins:\n      jwt: { secret: sekrit-3 }"
+            )
+        );
+        let e = errors(&text);
+        let want = [
+            "gw.yaml:1:10: admin.token: secrets must not be written inline",
+            "gw.yaml:4:24: consumers[0].keys[1]: secrets must not be written inline",
+            "gw.yaml:6:5: consumers[1].key: secrets must not be written inline",
+            "routes[0].split.red: unknown upstream \"red\"",
+            "routes[0].plugins.jwt.secret: secrets must not be written inline",
+        ];
+        assert_eq!(e.len(), want.len(), "{e:#?}");
+        for w in want {
+            assert!(e.iter().any(|m| m.contains(w)), "no {w:?} in {e:#?}");
+        }
+        for m in &e {
+            assert!(!m.contains("sekrit"), "a secret leaked: {m}");
+        }
+        // Outside a gateway config (the environments file's tokens) it still fails at once.
+        let r: Result<SecretRef, _> = serde_json::from_value(serde_json::json!("sekrit"));
+        assert!(
+            r.unwrap_err()
+                .to_string()
+                .contains("must not be written inline")
+        );
     }
 
     #[test]

@@ -188,6 +188,10 @@ pub struct Consumer {
 pub enum SecretRef {
     Env(String),
     File(PathBuf),
+    /// A value written straight into a gateway config (not kept): only parsed so that
+    /// `validate` reports it beside every other problem, and such a config never loads.
+    #[serde(skip)]
+    Inline,
 }
 
 impl<'de> Deserialize<'de> for SecretRef {
@@ -216,22 +220,48 @@ impl<'de> Deserialize<'de> for SecretRef {
             Either::Map(_) => Err(de::Error::custom(
                 "a secret reference needs exactly one of `env` or `file`",
             )),
+            Either::Inline(_) if deferring_inline_secrets() => Ok(SecretRef::Inline),
             Either::Inline(_) => Err(de::Error::custom(INLINE_SECRET)),
         }
     }
 }
 
-const INLINE_SECRET: &str =
+pub(crate) const INLINE_SECRET: &str =
     "secrets must not be written inline; refer to them as { env: NAME } or { file: PATH }";
 
-/// A trap for a secret written straight into the config: deserialising it always fails
-/// with an explanation, and the value is never kept.
+thread_local! {
+    static DEFER_INLINE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn deferring_inline_secrets() -> bool {
+    DEFER_INLINE.with(std::cell::Cell::get)
+}
+
+/// Runs `f` with inline secrets parsed as [`SecretRef::Inline`] / [`InlineSecret`] instead
+/// of failing, so a validation that follows reports them with the file's other problems.
+/// Anywhere else (the environments file's metrics tokens) an inline secret still fails at once.
+pub(crate) fn with_inline_secrets_deferred<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            DEFER_INLINE.with(|d| d.set(self.0));
+        }
+    }
+    let _reset = Reset(DEFER_INLINE.with(|d| d.replace(true)));
+    f()
+}
+
+/// A trap for a secret written straight into the config: deserialising it fails with an
+/// explanation (or, deferred, leaves this marker for `validate`); the value is never kept.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct InlineSecret;
 
 impl<'de> Deserialize<'de> for InlineSecret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         de::IgnoredAny::deserialize(d)?;
+        if deferring_inline_secrets() {
+            return Ok(InlineSecret);
+        }
         Err(de::Error::custom(INLINE_SECRET))
     }
 }
@@ -484,6 +514,13 @@ pub struct JwtConfig {
     /// Clock skew allowed on exp and nbf.
     #[serde(default = "JwtConfig::leeway")]
     pub leeway: Dur,
+    /// Refuse tokens without `exp`. False admits tokens that never expire (as Kong's jwt does
+    /// unless `claims_to_verify` lists exp); an `exp` that is there is always checked.
+    #[serde(
+        default = "JwtConfig::require_exp",
+        skip_serializing_if = "JwtConfig::is_true"
+    )]
+    pub require_exp: bool,
     /// HS256 shared secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<SecretRef>,
@@ -508,6 +545,12 @@ impl JwtConfig {
     }
     fn leeway() -> Dur {
         Dur::secs(30)
+    }
+    fn require_exp() -> bool {
+        true
+    }
+    fn is_true(b: &bool) -> bool {
+        *b
     }
     fn jwks_cache() -> Dur {
         Dur::secs(300)

@@ -35,7 +35,7 @@ const MAX_TOKEN_LEN: usize = 16 * 1024;
 /// Clock skew is seconds or minutes; more would make `exp` meaningless.
 const MAX_LEEWAY: Duration = Duration::from_secs(3600);
 /// RFC 7518 §3.2: an HS256 key must be at least as long as the hash output.
-const MIN_HMAC_SECRET: usize = 32;
+pub const MIN_HMAC_SECRET: usize = 32;
 
 /// A token that passed every check.
 #[derive(Clone, Debug, PartialEq)]
@@ -501,7 +501,7 @@ fn build(
             }
             let r = match r {
                 SecretRef::File(p) => SecretRef::File(resolve_path(p)),
-                SecretRef::Env(_) => r.clone(),
+                SecretRef::Env(_) | SecretRef::Inline => r.clone(),
             };
             let s = secrets::resolve(&r).map_err(|e| format!("jwt.secret: {e}"))?;
             if s.expose().len() < MIN_HMAC_SECRET {
@@ -601,7 +601,10 @@ fn validation(cfg: &JwtConfig, alg: Alg) -> Validation {
     v.leeway = cfg.leeway.0.as_secs();
     v.validate_exp = true;
     v.validate_nbf = true;
-    let mut required = vec!["exp"];
+    let mut required = Vec::new();
+    if cfg.require_exp {
+        required.push("exp");
+    }
     if let Some(iss) = &cfg.issuer {
         v.set_issuer(&[iss]);
         required.push("iss");
@@ -621,6 +624,7 @@ fn describe_ref(r: &SecretRef) -> String {
     match r {
         SecretRef::Env(n) => format!("environment variable {n}"),
         SecretRef::File(p) => format!("file {}", p.display()),
+        SecretRef::Inline => "an inline value".into(),
     }
 }
 

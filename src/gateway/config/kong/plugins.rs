@@ -287,11 +287,30 @@ fn jwt(
             ));
         }
     }
-    if !verify.contains(&"exp") || !verify.contains(&"nbf") {
+    // Kong checks only the listed claims, and refuses a token without one it lists;
+    // signalbox checks exp and nbf whenever a token has them, and requires only exp.
+    let (exp, nbf) = (verify.contains(&"exp"), verify.contains(&"nbf"));
+    let refused = match (exp, nbf) {
+        (false, false) => Some("expired and not-yet-valid tokens"),
+        (false, true) => Some("expired tokens"),
+        (true, false) => Some("not-yet-valid tokens"),
+        (true, true) => None,
+    };
+    if let Some(refused) = refused {
+        let checked = match (exp, nbf) {
+            (false, false) => "neither exp nor nbf",
+            (false, _) => "nbf but not exp",
+            _ => "exp but not nbf",
+        };
         warn.push(format!(
-            "{label}: signalbox always checks exp and nbf when a token has them; Kong checked \
-             only [{}]",
-            verify.join(", ")
+            "{label}: Kong checked {checked} (claims_to_verify); signalbox checks both \
+             whenever a token has them, so it refuses {refused} that Kong admitted"
+        ));
+    }
+    if nbf {
+        warn.push(format!(
+            "{label}: Kong refused tokens without nbf; signalbox admits them (it checks nbf \
+             only when a token has it)"
         ));
     }
     let issuer = if claim == "iss" {
@@ -312,6 +331,8 @@ fn jwt(
         issuer,
         // Kong allows no clock skew.
         leeway: Dur::secs(0),
+        // Kong admits a token without exp unless claims_to_verify lists it.
+        require_exp: exp,
         secret: key.secret.clone(),
         public_key_file: key.public_key_file.clone(),
         ..env.jwt_defaults.clone()
@@ -913,6 +934,14 @@ mod tests {
     use super::*;
 
     fn run(name: &str, cfg: serde_json::Value) -> (Mapped, Vec<String>) {
+        run_with(name, cfg, None)
+    }
+
+    fn run_with(
+        name: &str,
+        cfg: serde_json::Value,
+        jwt_key: Option<&JwtKey>,
+    ) -> (Mapped, Vec<String>) {
         let groups = BTreeMap::from([
             ("alice".to_string(), BTreeSet::from(["admins".to_string()])),
             ("bob".to_string(), BTreeSet::from(["users".to_string()])),
@@ -922,7 +951,7 @@ mod tests {
             serde_json::from_value(serde_json::json!({ "origins": [] })).unwrap();
         let env = Env {
             groups: &groups,
-            jwt_key: None,
+            jwt_key,
             jwt_defaults: &jwt_defaults,
             cors_defaults: &cors_defaults,
         };
@@ -1201,5 +1230,43 @@ mod tests {
     fn jwt_without_credentials_blocks() {
         let (m, _) = run("jwt", serde_json::json!({ "claims_to_verify": ["exp"] }));
         assert!(matches!(m, Mapped::Block(_)), "{m:?}");
+    }
+
+    #[test]
+    fn jwt_claims_to_verify_sets_require_exp_and_the_warning_says_what_differs() {
+        let key = JwtKey {
+            consumer: "alice".into(),
+            kong_key: "alice-iss".into(),
+            algorithm: "HS256".into(),
+            secret: Some(SecretRef::Env("KONG_JWT_ALICE_1".into())),
+            public_key_file: None,
+        };
+        let jwt = |verify: serde_json::Value| {
+            let (m, w) = run_with(
+                "jwt",
+                serde_json::json!({ "claims_to_verify": verify }),
+                Some(&key),
+            );
+            let Slot::Jwt(j) = slot(m) else { panic!() };
+            (j.require_exp, w.join("\n"))
+        };
+        let (require_exp, w) = jwt(serde_json::json!([]));
+        assert!(!require_exp, "Kong admitted tokens without exp");
+        assert!(
+            w.contains("Kong checked neither exp nor nbf")
+                && w.contains("refuses expired and not-yet-valid tokens that Kong admitted"),
+            "{w}"
+        );
+        assert!(!w.contains("[]"), "{w}");
+        let (require_exp, w) = jwt(serde_json::json!(["exp"]));
+        assert!(require_exp);
+        assert!(
+            w.contains("Kong checked exp but not nbf") && w.contains("not-yet-valid tokens"),
+            "{w}"
+        );
+        let (require_exp, w) = jwt(serde_json::json!(["exp", "nbf"]));
+        assert!(require_exp);
+        assert!(!w.contains("Kong checked"), "{w}");
+        assert!(w.contains("Kong refused tokens without nbf"), "{w}");
     }
 }

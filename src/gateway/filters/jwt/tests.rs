@@ -412,6 +412,38 @@ async fn algorithm_confusion_is_refused() {
 }
 
 #[tokio::test]
+async fn require_exp_false_admits_tokens_without_exp_but_still_checks_one_given() {
+    let hs = Signer::Hs(hs_secret());
+    let strict =
+        verifier(json!({"algorithms": ["HS256"], "secret": {"file": "hs256.secret"}})).await;
+    reject(
+        &strict,
+        &hs.sign(None, &without(good_claims(), "exp")),
+        R::MalformedToken,
+    )
+    .await;
+
+    let lax = verifier(
+        json!({"algorithms": ["HS256"], "secret": {"file": "hs256.secret"},
+        "require_exp": false}),
+    )
+    .await;
+    accept(&lax, &hs.sign(None, &without(good_claims(), "exp"))).await;
+    reject(
+        &lax,
+        &hs.sign(None, &with(good_claims(), "exp", (now() - 100).into())),
+        R::Expired,
+    )
+    .await;
+    reject(
+        &lax,
+        &hs.sign(None, &with(good_claims(), "nbf", (now() + 100).into())),
+        R::NotYetValid,
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn issuer_and_audience_are_only_checked_when_configured() {
     let v = verifier(json!({"public_key_file": "ec-1.pub.pem"})).await;
     let es = Signer::Es("ec-1.key.pem");
