@@ -7,6 +7,7 @@ pub mod admin;
 pub mod config;
 pub mod error;
 pub mod filters;
+pub mod h1;
 pub mod head_timeout;
 pub mod metrics;
 pub mod pool;

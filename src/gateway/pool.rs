@@ -15,12 +15,14 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{Method, Request, Response, header};
+use http_body_util::Either;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::h1::{self, Framing};
 use super::upstream::ReqBody;
 
 /// An idle connection older than this is closed rather than reused: servers commonly drop
@@ -43,6 +45,8 @@ pub enum SendError {
     /// The connection failed while the request or response was in flight, or the request
     /// body failed (e.g. it went over `max_body`).
     Request(hyper::Error),
+    /// A request without a body got no valid answer (see [`h1`]).
+    Answer(h1::Error),
 }
 
 impl std::fmt::Display for SendError {
@@ -51,6 +55,7 @@ impl std::fmt::Display for SendError {
             Self::Connect(e) => write!(f, "connect: {e}"),
             Self::ConnectTimeout => f.write_str("connect timed out"),
             Self::Request(e) => write!(f, "{e}"),
+            Self::Answer(e) => write!(f, "{e}"),
         }
     }
 }
@@ -61,27 +66,65 @@ impl std::error::Error for SendError {
             Self::Connect(e) => Some(e),
             Self::ConnectTimeout => None,
             Self::Request(e) => Some(e),
+            Self::Answer(e) => Some(e),
         }
     }
 }
 
-struct Idle {
-    tx: SendRequest<ReqBody>,
+/// A pooled connection: hyper's, for requests with a body and protocol switches, or the
+/// lean one ([`h1::Conn`]) for requests without a body.
+trait Reusable {
+    /// Whether it can carry the next request now.
+    fn usable(&self) -> bool;
+    /// The cheap part of [`Reusable::usable`], for a connection that just finished a
+    /// response (and for the oldest idle ones, which checkouts reach last).
+    fn usable_at_checkin(&self) -> bool;
+}
+
+impl Reusable for SendRequest<ReqBody> {
+    fn usable(&self) -> bool {
+        self.is_ready()
+    }
+
+    fn usable_at_checkin(&self) -> bool {
+        self.is_ready()
+    }
+}
+
+impl Reusable for h1::Conn {
+    fn usable(&self) -> bool {
+        !self.closed_while_idle()
+    }
+
+    /// Whether it is clean is checked before it is handed back; whether the upstream
+    /// closed it since is checked when it is taken out again.
+    fn usable_at_checkin(&self) -> bool {
+        true
+    }
+}
+
+struct Idle<C> {
+    conn: C,
     since: Instant,
 }
 
-/// One thread's idle connections to a target, oldest first.
-#[derive(Default)]
-struct Slot(Mutex<VecDeque<Idle>>);
+/// Idle connections of one kind, oldest first.
+struct IdleList<C>(Mutex<VecDeque<Idle<C>>>);
 
-impl Slot {
-    fn lock(&self) -> MutexGuard<'_, VecDeque<Idle>> {
+impl<C> Default for IdleList<C> {
+    fn default() -> Self {
+        Self(Mutex::default())
+    }
+}
+
+impl<C: Reusable> IdleList<C> {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Idle<C>>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The most recently used live connection: the one least likely to have been closed
     /// by the server's own idle timeout.
-    fn checkout(&self) -> Option<SendRequest<ReqBody>> {
+    fn checkout(&self) -> Option<C> {
         let mut idle = self.lock();
         while let Some(i) = idle.pop_back() {
             if i.since.elapsed() >= IDLE_TIMEOUT {
@@ -89,38 +132,50 @@ impl Slot {
                 idle.clear();
                 return None;
             }
-            if i.tx.is_ready() {
-                return Some(i.tx);
+            if i.conn.usable() {
+                return Some(i.conn);
             }
         }
         None
     }
 
-    /// Keeps a connection whose response was read to the end. One that is not ready for
-    /// the next request at this point is still sending this request's body (the upstream
-    /// answered before reading it all) or closing: a request must never queue behind it,
-    /// so it is let go.
-    fn checkin(&self, tx: SendRequest<ReqBody>) {
-        if !tx.is_ready() {
+    /// Keeps a connection whose response was read to the end. One that is not usable
+    /// at this point (hyper's still sending this request's body because the upstream
+    /// answered before reading it all, or closing) is let go: a request must never queue
+    /// behind it.
+    fn checkin(&self, conn: C) {
+        if !conn.usable_at_checkin() {
             return;
         }
         let now = Instant::now();
         let mut idle = self.lock();
-        evict_expired(&mut idle, now);
+        while idle.front().is_some_and(|i| {
+            now.duration_since(i.since) >= IDLE_TIMEOUT || !i.conn.usable_at_checkin()
+        }) {
+            idle.pop_front();
+        }
         if idle.len() >= MAX_IDLE {
             idle.pop_front();
         }
-        idle.push_back(Idle { tx, since: now });
+        idle.push_back(Idle { conn, since: now });
+    }
+
+    fn evict(&self, now: Instant) {
+        self.lock()
+            .retain(|i| now.duration_since(i.since) < IDLE_TIMEOUT && i.conn.usable());
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().len()
     }
 }
 
-fn evict_expired(idle: &mut VecDeque<Idle>, now: Instant) {
-    while idle
-        .front()
-        .is_some_and(|i| now.duration_since(i.since) >= IDLE_TIMEOUT || !i.tx.is_ready())
-    {
-        idle.pop_front();
-    }
+/// One thread's idle connections to a target.
+#[derive(Default)]
+struct Slot {
+    hyper: IdleList<SendRequest<ReqBody>>,
+    lean: IdleList<h1::Conn>,
 }
 
 /// The connections to one target.
@@ -147,10 +202,13 @@ impl Pool {
         }
     }
 
-    /// Idle connections, over all threads.
+    /// Idle connections, over all threads and both kinds.
     #[cfg(test)]
     fn idle(&self) -> usize {
-        self.slots.iter().map(|s| s.lock().len()).sum()
+        self.slots
+            .iter()
+            .map(|s| s.hyper.len() + s.lean.len())
+            .sum()
     }
 
     /// Closes idle connections that have outlived [`IDLE_TIMEOUT`] or whose server closed
@@ -159,34 +217,82 @@ impl Pool {
     pub fn evict_idle(&self) {
         let now = Instant::now();
         for s in self.slots.iter() {
-            let mut idle = s.lock();
-            idle.retain(|i| now.duration_since(i.since) < IDLE_TIMEOUT && i.tx.is_ready());
+            s.hyper.evict(now);
+            s.lean.evict(now);
         }
     }
 
     /// Sends `req` (origin-form URI, `Host` already set) over a pooled connection of
-    /// `worker`'s slot, opening one when none is idle. The connection task runs on the
-    /// caller's runtime, so a serving thread's upstream I/O stays on that thread.
+    /// `worker`'s slot, opening one when none is idle. Connections live on the caller's
+    /// runtime, so a serving thread's upstream I/O stays on that thread.
+    ///
+    /// A request without a body goes over a lean connection ([`h1`]); one with a body,
+    /// or asking to switch protocols, over hyper's.
     pub async fn send(
         &self,
         worker: usize,
         connect_timeout: Duration,
-        mut req: Request<ReqBody>,
+        req: Request<ReqBody>,
     ) -> Result<Response<PooledBody>, SendError> {
         let slot = self.slot(worker);
+        if matches!(req.body(), Either::Right(_)) && !req.headers().contains_key(header::UPGRADE) {
+            self.send_lean(slot, connect_timeout, req).await
+        } else {
+            self.send_hyper(slot, connect_timeout, req).await
+        }
+    }
+
+    async fn send_lean(
+        &self,
+        slot: &Arc<Slot>,
+        connect_timeout: Duration,
+        req: Request<ReqBody>,
+    ) -> Result<Response<PooledBody>, SendError> {
+        let (parts, _) = req.into_parts();
         loop {
-            let (mut tx, reused) = match slot.checkout() {
+            let (mut conn, reused) = match slot.lean.checkout() {
+                Some(c) => (c, true),
+                None => (
+                    h1::Conn::new(Box::pin(self.open(connect_timeout)).await?),
+                    false,
+                ),
+            };
+            match conn
+                .exchange(&parts.method, &parts.uri, &parts.headers)
+                .await
+            {
+                Ok(answer) => return Ok(lean_response(answer, conn, slot)),
+                // An idle connection the upstream closed as the request went out: it
+                // never got an answer going, and the request (idempotent: it has no
+                // body, and only such go again) may go on another connection. The loop
+                // ends: each turn takes an idle connection, and a fresh one is final.
+                Err(e) if reused && e.before_answer() && idempotent(&parts.method) => {}
+                Err(e) => return Err(SendError::Answer(e)),
+            }
+        }
+    }
+
+    async fn send_hyper(
+        &self,
+        slot: &Arc<Slot>,
+        connect_timeout: Duration,
+        mut req: Request<ReqBody>,
+    ) -> Result<Response<PooledBody>, SendError> {
+        loop {
+            let (mut tx, reused) = match slot.hyper.checkout() {
                 Some(tx) => (tx, true),
                 // Boxed: connecting is rare and its future is large, and every request
                 // would otherwise carry (and move) room for it.
-                None => (Box::pin(self.connect(connect_timeout)).await?, false),
+                None => (Box::pin(self.handshake(connect_timeout)).await?, false),
             };
             match tx.try_send_request(req).await {
                 Ok(resp) => {
                     let slot = slot.clone();
-                    return Ok(resp.map(|body| PooledBody {
-                        body,
-                        conn: Some((tx, slot)),
+                    return Ok(resp.map(|body| {
+                        PooledBody(Inner::Hyper {
+                            body,
+                            conn: Some((tx, slot)),
+                        })
                     }));
                 }
                 Err(mut e) => match e.take_message() {
@@ -200,7 +306,7 @@ impl Pool {
         }
     }
 
-    async fn connect(&self, timeout: Duration) -> Result<SendRequest<ReqBody>, SendError> {
+    async fn open(&self, timeout: Duration) -> Result<TcpStream, SendError> {
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(&*self.addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(SendError::Connect(e)),
@@ -210,6 +316,11 @@ impl Pool {
         let _ = stream.set_nodelay(true);
         let _ = socket2::SockRef::from(&stream)
             .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE));
+        Ok(stream)
+    }
+
+    async fn handshake(&self, timeout: Duration) -> Result<SendRequest<ReqBody>, SendError> {
+        let stream = self.open(timeout).await?;
         let (tx, conn) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(SendError::Request)?;
@@ -225,56 +336,160 @@ impl Pool {
     }
 }
 
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// The response to a lean exchange. A body that arrived whole with the head (the usual
+/// small answer) is taken out at once, and the connection goes back to the pool before
+/// the client has been answered.
+fn lean_response(answer: h1::Answer, mut conn: h1::Conn, slot: &Arc<Slot>) -> Response<PooledBody> {
+    let h1::Answer {
+        parts,
+        mut framing,
+        keep_alive,
+    } = answer;
+    let mut whole = None;
+    if let Framing::Length(n) = framing
+        && conn.buffered() as u64 >= n
+    {
+        whole = conn.take_buffered(n);
+        framing = Framing::Done;
+    }
+    let mut body = LeanBody {
+        conn: Some(conn),
+        framing,
+        keep_alive,
+        slot: slot.clone(),
+        whole,
+    };
+    if body.framing == Framing::Done {
+        body.release();
+    }
+    Response::from_parts(parts, PooledBody(Inner::Lean(body)))
+}
+
 /// A response body from a pooled connection. Read to its end, it returns the connection
 /// to its slot; dropped earlier, the connection is closed (its remaining bytes are
 /// unknown).
-pub struct PooledBody {
-    body: Incoming,
-    conn: Option<(SendRequest<ReqBody>, Arc<Slot>)>,
+pub struct PooledBody(Inner);
+
+enum Inner {
+    Hyper {
+        body: Incoming,
+        conn: Option<(SendRequest<ReqBody>, Arc<Slot>)>,
+    },
+    Lean(LeanBody),
+}
+
+struct LeanBody {
+    /// `None` once handed back or failed.
+    conn: Option<h1::Conn>,
+    framing: Framing,
+    keep_alive: bool,
+    slot: Arc<Slot>,
+    /// The whole body, when it came with the head.
+    whole: Option<Bytes>,
+}
+
+impl LeanBody {
+    fn release(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && self.keep_alive
+            && conn.is_clean()
+        {
+            self.slot.lean.checkin(conn);
+        }
+    }
+
+    fn finished(&self) -> bool {
+        matches!(self.framing, Framing::Done | Framing::Length(0))
+    }
 }
 
 impl std::fmt::Debug for PooledBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PooledBody")
-            .field("body", &self.body)
-            .field("pooled", &self.conn.is_some())
-            .finish()
-    }
-}
-
-impl PooledBody {
-    fn release(&mut self) {
-        if let Some((tx, slot)) = self.conn.take() {
-            slot.checkin(tx);
+        match &self.0 {
+            Inner::Hyper { body, conn } => f
+                .debug_struct("PooledBody")
+                .field("body", body)
+                .field("pooled", &conn.is_some())
+                .finish(),
+            Inner::Lean(b) => f
+                .debug_struct("PooledBody")
+                .field("framing", &b.framing)
+                .field("pooled", &b.conn.is_some())
+                .finish(),
         }
     }
 }
 
+/// A response body's failure (the upstream connection's).
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
 impl Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.release(),
-            Poll::Ready(Some(Err(_))) => this.conn = None,
-            _ => {}
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match &mut self.0 {
+            Inner::Hyper { body, conn } => {
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(None) => release_hyper(conn),
+                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => release_hyper(conn),
+                    Poll::Ready(Some(Err(_))) => *conn = None,
+                    _ => {}
+                }
+                polled.map(|f| f.map(|f| f.map_err(Into::into)))
+            }
+            Inner::Lean(b) => {
+                if let Some(data) = b.whole.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                let Some(conn) = b.conn.as_mut() else {
+                    return Poll::Ready(None);
+                };
+                let polled = conn.poll_body(&mut b.framing, cx);
+                match &polled {
+                    Poll::Ready(Some(Err(_))) => b.conn = None,
+                    Poll::Ready(_) if b.finished() => b.release(),
+                    _ => {}
+                }
+                polled.map(|f| f.map(|f| f.map_err(Into::into)))
+            }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        match &self.0 {
+            Inner::Hyper { body, .. } => body.is_end_stream(),
+            Inner::Lean(b) => b.whole.is_none() && (b.conn.is_none() || b.finished()),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match &self.0 {
+            Inner::Hyper { body, .. } => body.size_hint(),
+            Inner::Lean(b) => match (&b.whole, &b.framing) {
+                (Some(w), _) => SizeHint::with_exact(w.len() as u64),
+                (None, Framing::Length(n)) => SizeHint::with_exact(*n),
+                (None, Framing::Done) => SizeHint::with_exact(0),
+                _ => SizeHint::default(),
+            },
+        }
+    }
+}
+
+fn release_hyper(conn: &mut Option<(SendRequest<ReqBody>, Arc<Slot>)>) {
+    if let Some((tx, slot)) = conn.take() {
+        slot.hyper.checkin(tx);
     }
 }
 
@@ -282,8 +497,17 @@ impl Drop for PooledBody {
     fn drop(&mut self) {
         // A body with nothing left to read (HEAD, 204, or a length fully delivered)
         // leaves the connection clean even if nobody polled it to `None`.
-        if self.body.is_end_stream() {
-            self.release();
+        match &mut self.0 {
+            Inner::Hyper { body, conn } => {
+                if body.is_end_stream() {
+                    release_hyper(conn);
+                }
+            }
+            Inner::Lean(b) => {
+                if b.finished() {
+                    b.release();
+                }
+            }
         }
     }
 }
@@ -376,7 +600,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_dropped_unread_does_not_return_its_connection() {
-        let (addr, accepted) = server("a body nobody reads", None).await;
+        // Large enough not to arrive with the head: a body that did is read already, and
+        // its connection rightly goes back at once.
+        let big: &'static str = "b".repeat(64 * 1024).leak();
+        let (addr, accepted) = server(big, None).await;
         let pool = Pool::new(&addr, 1);
         let resp = pool
             .send(0, Duration::from_secs(1), get(&addr))
@@ -384,7 +611,7 @@ mod tests {
             .unwrap();
         drop(resp);
         assert_eq!(pool.idle(), 0);
-        assert_eq!(fetch(&pool, 0, &addr).await, "a body nobody reads");
+        assert_eq!(fetch(&pool, 0, &addr).await, big);
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
@@ -400,6 +627,20 @@ mod tests {
         assert_eq!(accepted.load(Ordering::SeqCst), 4);
         pool.evict_idle();
         assert_eq!(pool.idle(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_request_on_a_connection_closed_as_it_went_out_goes_again_on_a_new_one() {
+        // The server closes every connection after one answer without saying so, and
+        // the next request follows at once: it finds the close either while the
+        // connection is idle or as its own answer fails to begin. Either way it
+        // succeeds on a new connection.
+        let (addr, accepted) = server("ok", Some(1)).await;
+        let pool = Pool::new(&addr, 1);
+        for _ in 0..20 {
+            assert_eq!(fetch(&pool, 0, &addr).await, "ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 20);
     }
 
     #[tokio::test]
@@ -447,7 +688,9 @@ mod tests {
 
     #[tokio::test]
     async fn idle_connections_are_capped_and_expire() {
-        let (addr, _) = server("x", None).await;
+        // Bodies that do not arrive with their heads, so each response holds its
+        // connection until read.
+        let (addr, _) = server("x".repeat(64 * 1024).leak(), None).await;
         let pool = Pool::new(&addr, 1);
         // Hold MAX_IDLE + 3 responses open at once, then finish them all.
         let mut open = Vec::new();
@@ -464,7 +707,7 @@ mod tests {
         assert_eq!(pool.idle(), MAX_IDLE);
 
         // Age them past the idle timeout: the sweep closes them all.
-        for i in pool.slot(0).lock().iter_mut() {
+        for i in pool.slot(0).lean.lock().iter_mut() {
             i.since = i
                 .since
                 .checked_sub(IDLE_TIMEOUT)

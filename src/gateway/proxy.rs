@@ -22,6 +22,7 @@ use super::error::json_error;
 use super::filters::cors::is_preflight;
 use super::filters::rate_limit::{Allowance, KeySource};
 use super::filters::{Reject, request_id};
+use super::h1;
 use super::metrics::GatewayMetrics;
 use super::pool::{PooledBody, SendError};
 use super::router::{Found, path_is_safe, request_host};
@@ -641,6 +642,27 @@ async fn upstream_request(
                 None,
             )
         }
+        // Not HTTP/1.x, whichever client read it.
+        Failure::Send(SendError::Answer(h1::Error::Invalid(what))) => error(
+            ctx,
+            StatusCode::BAD_GATEWAY,
+            "upstream_bad_response",
+            format!(
+                "upstream {} ({target}) sent an invalid answer: {what}",
+                up.name
+            ),
+            None,
+        ),
+        Failure::Send(SendError::Request(e)) if e.is_parse() || e.is_parse_status() => error(
+            ctx,
+            StatusCode::BAD_GATEWAY,
+            "upstream_bad_response",
+            format!(
+                "upstream {} ({target}) sent an invalid answer: {e}",
+                up.name
+            ),
+            None,
+        ),
         Failure::Send(e) => {
             tracing::debug!(upstream = %up.name, target, error = ?e, "upstream request failed");
             error(
