@@ -21,7 +21,7 @@ rig_upstream_conf "$UP" 2
 rig_proxy_conf "$PX" "$UP" 2
 rig_gateway_yaml "$PX" "$ADMIN" "$UP" 2
 
-EVENTS=syscalls:sys_enter_recvfrom,syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_read,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_getsockopt,syscalls:sys_enter_futex,context-switches
+EVENTS=syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_read,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_getsockopt,syscalls:sys_enter_futex,context-switches
 
 measure() { # NAME
     local pids reqs

@@ -287,3 +287,75 @@ fn runbook_parser() {
         }
     });
 }
+
+/// The lean upstream client's reading of an answer (`gateway::h1`): the head, then the body
+/// as its framing says, arriving whole or in two pieces. Beyond not panicking: a body never
+/// yields more than its `Content-Length`, never an empty data frame, and decoding ends.
+#[test]
+fn upstream_answer_parser() {
+    use bytes::BytesMut;
+    use signalbox::gateway::h1::{Decoded, Framing, decode_body, read_answer};
+
+    fn read(first: &[u8], rest: &[u8]) -> Result<(), String> {
+        let mut buf = BytesMut::from(first);
+        let mut pending = Some(rest);
+        let answer = loop {
+            match read_answer(&mut buf, &http::Method::GET) {
+                Ok(Some(a)) => break a,
+                Ok(None) => match pending.take() {
+                    Some(r) => buf.extend_from_slice(r),
+                    None => return Ok(()), // cut short: the caller reports it
+                },
+                Err(_) => return Ok(()), // a clear error
+            }
+        };
+        let mut framing = answer.framing;
+        let declared = match framing {
+            Framing::Length(n) => Some(n),
+            _ => None,
+        };
+        let mut got = 0u64;
+        for _ in 0..100_000 {
+            match decode_body(&mut buf, &mut framing) {
+                Ok(Decoded::Frame(f)) => {
+                    if let Some(d) = f.data_ref() {
+                        if d.is_empty() {
+                            return Err("an empty data frame".into());
+                        }
+                        got += d.len() as u64;
+                    }
+                }
+                Ok(Decoded::End) | Err(_) => {
+                    return match declared {
+                        Some(n) if got > n => Err(format!("{got} bytes for a length of {n}")),
+                        _ => Ok(()),
+                    };
+                }
+                Ok(Decoded::NeedMore) => match pending.take() {
+                    Some(r) => buf.extend_from_slice(r),
+                    None if framing == Framing::UntilClose => framing = Framing::Done,
+                    None => return Ok(()),
+                },
+            }
+        }
+        Err("decoding did not end".into())
+    }
+
+    let seeds = [
+        "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nhello",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=1\r\nhello\r\n7\r\n, world\r\n0\r\nX-T: 1\r\n\r\n",
+        "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\n",
+        "HTTP/1.0 200 OK\r\nServer: x\r\n\r\nuntil the end",
+        "HTTP/1.1 404 Not Found\r\nContent-Length: 2, 2\r\nConnection: close\r\n\r\nno",
+        "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    ]
+    .map(String::from);
+    fuzz("upstream answer", &seeds, |text| {
+        let b = text.as_bytes();
+        for split in [b.len(), b.len() / 3, 2 * b.len() / 3] {
+            let (first, rest) = b.split_at(split);
+            read(first, rest)?;
+        }
+        Ok(())
+    });
+}

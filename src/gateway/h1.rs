@@ -167,101 +167,19 @@ impl Conn {
         }
         // Whatever went wrong while writing, no answer has begun.
         written.map_err(|e| Error::BeforeAnswer(Some(e)))?;
-        let mut answered = false;
+        let mut begun = false;
         loop {
-            if let Some((mut answer, fields)) = self.parse_head()? {
-                let status = answer.status;
-                if status == StatusCode::SWITCHING_PROTOCOLS {
-                    return Err(Error::Invalid(
-                        "101 Switching Protocols, which was not asked for",
-                    ));
-                }
-                if status.is_informational() {
-                    answered = true;
-                    continue;
-                }
-                let (framing, keep_alive) = framing(method, &mut answer, &fields)?;
-                return Ok(Answer {
-                    parts: answer,
-                    framing,
-                    keep_alive,
-                });
+            if let Some(answer) = read_answer(&mut self.buf, method)? {
+                return Ok(answer);
             }
-            if self.buf.len() >= MAX_HEAD {
-                return Err(Error::Invalid("the head is larger than 408 KiB"));
-            }
-            let begun = answered || !self.buf.is_empty();
             match std::future::poll_fn(|cx| self.poll_read_more(cx)).await {
                 Ok(0) if begun => return Err(Error::ClosedMidAnswer),
                 Ok(0) => return Err(Error::BeforeAnswer(None)),
-                Ok(_) => {}
+                Ok(_) => begun = true,
                 Err(e) if begun => return Err(Error::Io(e)),
                 Err(e) => return Err(Error::BeforeAnswer(Some(e))),
             }
         }
-    }
-
-    /// A complete head from the buffer, or `None` when more must be read.
-    fn parse_head(&mut self) -> Result<Option<(http::response::Parts, Fields)>, Error> {
-        if self.buf.is_empty() {
-            return Ok(None);
-        }
-        let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut []);
-        let parsed = httparse::ParserConfig::default()
-            .parse_response_with_uninit_headers(&mut resp, &self.buf, &mut slots);
-        let len = match parsed {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(httparse::Error::TooManyHeaders) => {
-                return Err(Error::Invalid("more than 100 header fields"));
-            }
-            Err(_) => return Err(Error::Invalid("a malformed status line or header field")),
-        };
-        // Where each name and value lies in the buffer, to slice them out of it once the
-        // head is split off (no copy of any value).
-        let base = self.buf.as_ptr() as usize;
-        let at: Vec<_> = resp
-            .headers
-            .iter()
-            .map(|h| {
-                let name = h.name.as_ptr() as usize - base;
-                let value = h.value.as_ptr() as usize - base;
-                (name, name + h.name.len(), value, value + h.value.len())
-            })
-            .collect();
-        let version = match resp.version {
-            Some(0) => Version::HTTP_10,
-            _ => Version::HTTP_11,
-        };
-        let status = resp
-            .code
-            .and_then(|c| StatusCode::from_u16(c).ok())
-            .ok_or(Error::Invalid("a malformed status code"))?;
-        // A reason phrase of its own (`200 Fine`) is passed on as hyper passes it on.
-        let reason = resp
-            .reason
-            .filter(|r| Some(*r) != status.canonical_reason())
-            .and_then(|r| hyper::ext::ReasonPhrase::try_from(r.as_bytes()).ok());
-        let head = self.buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(at.len());
-        let mut fields = Fields::default();
-        for (ns, ne, vs, ve) in at {
-            let name = HeaderName::from_bytes(&head[ns..ne])
-                .map_err(|_| Error::Invalid("a malformed header name"))?;
-            let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
-                .map_err(|_| Error::Invalid("a malformed header value"))?;
-            fields.note(&name, &value);
-            headers.append(name, value);
-        }
-        let (mut parts, ()) = http::Response::new(()).into_parts();
-        parts.status = status;
-        parts.version = version;
-        parts.headers = headers;
-        if let Some(r) = reason {
-            parts.extensions.insert(r);
-        }
-        Ok(Some((parts, fields)))
     }
 
     fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
@@ -284,11 +202,7 @@ impl Conn {
 
     /// Body bytes already read, up to `max`, without reading more.
     pub fn take_buffered(&mut self, max: u64) -> Option<Bytes> {
-        if self.buf.is_empty() || max == 0 {
-            return None;
-        }
-        let n = usize::try_from(max).map_or(self.buf.len(), |m| m.min(self.buf.len()));
-        Some(self.buf.split_to(n).freeze())
+        take(&mut self.buf, max)
     }
 
     /// The next frame of a body framed by `framing`, which it advances.
@@ -297,110 +211,212 @@ impl Conn {
         framing: &mut Framing,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
-        macro_rules! fill {
-            () => {
-                if let Err(e) = ready!(self.poll_fill(cx)) {
-                    return Poll::Ready(Some(Err(e)));
-                }
-            };
-        }
         loop {
-            match framing {
-                Framing::Done => return Poll::Ready(None),
-                Framing::Length(0) => {
+            match decode_body(&mut self.buf, framing) {
+                Ok(Decoded::Frame(f)) => return Poll::Ready(Some(Ok(f))),
+                Ok(Decoded::End) => return Poll::Ready(None),
+                Ok(Decoded::NeedMore) => {}
+                Err(e) => return Poll::Ready(Some(Err(e))),
+            }
+            match ready!(self.poll_read_more(cx)) {
+                Ok(0) if *framing == Framing::UntilClose => *framing = Framing::Done,
+                Ok(0) => return Poll::Ready(Some(Err(Error::ClosedMidAnswer))),
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Some(Err(Error::Io(e)))),
+            }
+        }
+    }
+}
+
+/// The answer at the front of `buf`: its head is taken out of the buffer, interim (`1xx`)
+/// answers skipped (`101` was not asked for here, so it is an error), and the framing of
+/// its body worked out. `None` while more must be read.
+pub fn read_answer(buf: &mut BytesMut, method: &Method) -> Result<Option<Answer>, Error> {
+    loop {
+        let Some((mut parts, fields)) = parse_head(buf)? else {
+            if buf.len() >= MAX_HEAD {
+                return Err(Error::Invalid("the head is larger than 408 KiB"));
+            }
+            return Ok(None);
+        };
+        if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(Error::Invalid(
+                "101 Switching Protocols, which was not asked for",
+            ));
+        }
+        if parts.status.is_informational() {
+            continue;
+        }
+        let (framing, keep_alive) = framing(method, &mut parts, &fields)?;
+        return Ok(Some(Answer {
+            parts,
+            framing,
+            keep_alive,
+        }));
+    }
+}
+
+/// What [`decode_body`] found in the buffer.
+#[derive(Debug)]
+pub enum Decoded {
+    Frame(Frame<Bytes>),
+    /// The body is complete.
+    End,
+    /// More must be read. The end of the stream ends an [`Framing::UntilClose`] body (set
+    /// it to [`Framing::Done`]) and cuts any other short.
+    NeedMore,
+}
+
+/// The next frame of a body framed by `framing` from what `buf` holds, advancing both.
+pub fn decode_body(buf: &mut BytesMut, framing: &mut Framing) -> Result<Decoded, Error> {
+    loop {
+        match framing {
+            Framing::Done => return Ok(Decoded::End),
+            Framing::Length(0) => {
+                *framing = Framing::Done;
+                return Ok(Decoded::End);
+            }
+            Framing::Length(left) => {
+                let Some(data) = take(buf, *left) else {
+                    return Ok(Decoded::NeedMore);
+                };
+                *left -= data.len() as u64;
+                return Ok(Decoded::Frame(Frame::data(data)));
+            }
+            Framing::Chunked(Chunk::Data(left)) => {
+                let Some(data) = take(buf, *left) else {
+                    return Ok(Decoded::NeedMore);
+                };
+                *left -= data.len() as u64;
+                if *left == 0 {
+                    *framing = Framing::Chunked(Chunk::DataEnd);
+                }
+                return Ok(Decoded::Frame(Frame::data(data)));
+            }
+            Framing::UntilClose => {
+                return Ok(match take(buf, u64::MAX) {
+                    Some(data) => Decoded::Frame(Frame::data(data)),
+                    None => Decoded::NeedMore,
+                });
+            }
+            Framing::Chunked(Chunk::Size) => match httparse::parse_chunk_size(buf) {
+                Ok(httparse::Status::Complete((used, size))) => {
+                    buf.advance(used);
+                    *framing = Framing::Chunked(if size == 0 {
+                        Chunk::Trailers
+                    } else {
+                        Chunk::Data(size)
+                    });
+                }
+                Ok(httparse::Status::Partial) if buf.len() < MAX_CHUNK_LINE => {
+                    return Ok(Decoded::NeedMore);
+                }
+                _ => return Err(Error::Invalid("a malformed chunk size")),
+            },
+            Framing::Chunked(Chunk::DataEnd) => {
+                if buf.len() < 2 {
+                    return Ok(Decoded::NeedMore);
+                }
+                if &buf[..2] != b"\r\n" {
+                    return Err(Error::Invalid("a chunk longer than its size"));
+                }
+                buf.advance(2);
+                *framing = Framing::Chunked(Chunk::Size);
+            }
+            Framing::Chunked(Chunk::Trailers) => {
+                if buf.starts_with(b"\r\n") {
+                    buf.advance(2);
                     *framing = Framing::Done;
-                    return Poll::Ready(None);
+                    return Ok(Decoded::End);
                 }
-                Framing::Length(left) => {
-                    if let Some(data) = self.take_buffered(*left) {
-                        *left -= data.len() as u64;
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                    fill!();
-                }
-                Framing::UntilClose => {
-                    if let Some(data) = self.take_buffered(u64::MAX) {
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                    match ready!(self.poll_read_more(cx)) {
-                        Ok(0) => *framing = Framing::Done,
-                        Ok(_) => {}
-                        Err(e) => return Poll::Ready(Some(Err(Error::Io(e)))),
-                    }
-                }
-                Framing::Chunked(Chunk::Data(left)) => {
-                    if let Some(data) = self.take_buffered(*left) {
-                        *left -= data.len() as u64;
-                        if *left == 0 {
-                            *framing = Framing::Chunked(Chunk::DataEnd);
-                        }
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                    fill!();
-                }
-                Framing::Chunked(Chunk::Size) => match httparse::parse_chunk_size(&self.buf) {
-                    Ok(httparse::Status::Complete((used, size))) => {
-                        self.buf.advance(used);
-                        *framing = Framing::Chunked(if size == 0 {
-                            Chunk::Trailers
-                        } else {
-                            Chunk::Data(size)
-                        });
-                    }
-                    Ok(httparse::Status::Partial) if self.buf.len() < MAX_CHUNK_LINE => {
-                        fill!();
-                    }
-                    _ => return Poll::Ready(Some(Err(Error::Invalid("a malformed chunk size")))),
-                },
-                Framing::Chunked(Chunk::DataEnd) => {
-                    if self.buf.len() < 2 {
-                        fill!();
-                        continue;
-                    }
-                    if &self.buf[..2] != b"\r\n" {
-                        return Poll::Ready(Some(Err(Error::Invalid(
-                            "a chunk longer than its size",
-                        ))));
-                    }
-                    self.buf.advance(2);
-                    *framing = Framing::Chunked(Chunk::Size);
-                }
-                Framing::Chunked(Chunk::Trailers) => {
-                    if self.buf.starts_with(b"\r\n") {
-                        self.buf.advance(2);
+                let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                match httparse::parse_headers(buf, &mut fields) {
+                    Ok(httparse::Status::Complete((used, fields))) => {
+                        let trailers = trailer_map(fields);
+                        buf.advance(used);
                         *framing = Framing::Done;
-                        return Poll::Ready(None);
+                        return Ok(Decoded::Frame(Frame::trailers(trailers)));
                     }
-                    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                    match httparse::parse_headers(&self.buf, &mut fields) {
-                        Ok(httparse::Status::Complete((used, fields))) => {
-                            let trailers = trailer_map(fields);
-                            self.buf.advance(used);
-                            *framing = Framing::Done;
-                            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-                        }
-                        Ok(httparse::Status::Partial) if self.buf.len() < MAX_HEAD => {
-                            fill!();
-                        }
-                        _ => {
-                            return Poll::Ready(Some(Err(Error::Invalid(
-                                "malformed or too many trailer fields",
-                            ))));
-                        }
+                    Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {
+                        return Ok(Decoded::NeedMore);
                     }
+                    _ => return Err(Error::Invalid("malformed or too many trailer fields")),
                 }
             }
         }
     }
+}
 
-    /// Reads more into the buffer; an end of stream is `eof`.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        match ready!(self.poll_read_more(cx)) {
-            Ok(0) => Poll::Ready(Err(Error::ClosedMidAnswer)),
-            Ok(_) => Poll::Ready(Ok(())),
-            Err(e) => Poll::Ready(Err(Error::Io(e))),
-        }
+/// Up to `max` bytes from the front of `buf`, or `None` when it is empty.
+fn take(buf: &mut BytesMut, max: u64) -> Option<Bytes> {
+    if buf.is_empty() || max == 0 {
+        return None;
     }
+    let n = usize::try_from(max).map_or(buf.len(), |m| m.min(buf.len()));
+    Some(buf.split_to(n).freeze())
+}
+
+/// A complete head from the buffer, or `None` when more must be read.
+fn parse_head(buf: &mut BytesMut) -> Result<Option<(http::response::Parts, Fields)>, Error> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, &mut slots);
+    let len = match parsed {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Error::Invalid("more than 100 header fields"));
+        }
+        Err(_) => return Err(Error::Invalid("a malformed status line or header field")),
+    };
+    // Where each name and value lies in the buffer, to slice them out of it once the
+    // head is split off (no copy of any value).
+    let base = buf.as_ptr() as usize;
+    let at: Vec<_> = resp
+        .headers
+        .iter()
+        .map(|h| {
+            let name = h.name.as_ptr() as usize - base;
+            let value = h.value.as_ptr() as usize - base;
+            (name, name + h.name.len(), value, value + h.value.len())
+        })
+        .collect();
+    let version = match resp.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let status = resp
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(Error::Invalid("a malformed status code"))?;
+    // A reason phrase of its own (`200 Fine`) is passed on as hyper passes it on.
+    let reason = resp
+        .reason
+        .filter(|r| Some(*r) != status.canonical_reason())
+        .and_then(|r| hyper::ext::ReasonPhrase::try_from(r.as_bytes()).ok());
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(at.len());
+    let mut fields = Fields::default();
+    for (ns, ne, vs, ve) in at {
+        let name = HeaderName::from_bytes(&head[ns..ne])
+            .map_err(|_| Error::Invalid("a malformed header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
+            .map_err(|_| Error::Invalid("a malformed header value"))?;
+        fields.note(&name, &value);
+        headers.append(name, value);
+    }
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = status;
+    parts.version = version;
+    parts.headers = headers;
+    if let Some(r) = reason {
+        parts.extensions.insert(r);
+    }
+    Ok(Some((parts, fields)))
 }
 
 /// Trailer fields that are not valid header fields are dropped: they are advisory, and
@@ -803,6 +819,40 @@ mod tests {
         let _keep = talker.await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(c.closed_while_idle());
+    }
+
+    #[test]
+    fn an_answer_arriving_a_byte_at_a_time_reads_the_same() {
+        let whole: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\
+            Transfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n7\r\n, world\r\n0\r\nX-T: 1\r\n\r\n";
+        let mut buf = BytesMut::new();
+        let mut bytes = whole.iter();
+        let mut answer = loop {
+            if let Some(a) = read_answer(&mut buf, &Method::GET).unwrap() {
+                break a;
+            }
+            buf.extend_from_slice(&[*bytes.next().expect("a head before the end")]);
+        };
+        assert_eq!(answer.parts.status, StatusCode::OK);
+        let (mut data, mut trailers) = (Vec::new(), None);
+        loop {
+            match decode_body(&mut buf, &mut answer.framing).unwrap() {
+                Decoded::Frame(f) => match f.into_data() {
+                    Ok(d) => data.extend_from_slice(&d),
+                    Err(f) => trailers = f.into_trailers().ok(),
+                },
+                Decoded::End => break,
+                Decoded::NeedMore => {
+                    buf.extend_from_slice(&[*bytes.next().expect("the body before the end")])
+                }
+            }
+        }
+        assert_eq!(data, b"hello, world");
+        assert_eq!(trailers.unwrap()["x-t"], "1");
+        assert!(
+            bytes.next().is_none() && buf.is_empty(),
+            "every byte read, none left"
+        );
     }
 
     #[test]
