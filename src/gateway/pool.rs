@@ -339,7 +339,9 @@ impl Pool {
     }
 }
 
-fn idempotent(m: &Method) -> bool {
+/// Methods a request may be sent again with (RFC 9110 §9.2.2): the proxy retries them on
+/// another target, the pool on another connection.
+pub fn idempotent(m: &Method) -> bool {
     matches!(
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE

@@ -24,7 +24,7 @@ use super::filters::rate_limit::{Allowance, KeySource};
 use super::filters::{Reject, request_id};
 use super::h1;
 use super::metrics::GatewayMetrics;
-use super::pool::{PooledBody, SendError};
+use super::pool::{PooledBody, SendError, idempotent};
 use super::router::{Found, path_is_safe, request_host};
 use super::snapshot::{Backend, CompiledGate, Route, Snapshot, StickyKey};
 use super::state::GatewayState;
@@ -488,13 +488,6 @@ fn names_another_header(token: &str) -> bool {
         && !HOP_BY_HOP
             .iter()
             .any(|h| token.eq_ignore_ascii_case(h.as_str()))
-}
-
-fn idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
 }
 
 enum Failure {
