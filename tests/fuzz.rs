@@ -359,3 +359,69 @@ fn upstream_answer_parser() {
         Ok(())
     });
 }
+
+/// The gateway's own reading of a client's request head (`gateway::h1_server`): what it
+/// serves itself must be HTTP/1.1 in origin form with no body, upgrade or expectation; what
+/// it does not must reach hyper byte for byte; and a head arriving in two pieces must be
+/// read as the whole one is.
+#[test]
+fn client_request_parser() {
+    use bytes::BytesMut;
+    use signalbox::gateway::h1_server::{Parsed, Scratch, read_request};
+
+    const MAX: usize = 8192;
+    fn outcome(buf: &mut BytesMut) -> Result<String, String> {
+        let before = buf.clone();
+        match read_request(buf, MAX, &mut Scratch::default()) {
+            Parsed::Request(req, keep_alive) => {
+                if req.version() != http::Version::HTTP_11 || !req.uri().path().starts_with('/') {
+                    return Err(format!("served {req:?}"));
+                }
+                for h in ["content-length", "transfer-encoding", "upgrade", "expect"] {
+                    if req.headers().contains_key(h) {
+                        return Err(format!("served a request with {h}"));
+                    }
+                }
+                if !before.ends_with(buf) || buf.len() >= before.len() {
+                    return Err("the rest is not what followed the head".into());
+                }
+                Ok(format!("{req:?} {keep_alive} rest {:?}", &buf[..]))
+            }
+            p @ (Parsed::NeedMore | Parsed::HandOff) => {
+                if *buf != before {
+                    return Err(format!("{p:?} changed the buffer"));
+                }
+                Ok(format!("{p:?}"))
+            }
+        }
+    }
+
+    let seeds = [
+        "GET /a/b?c=1 HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\nX-Request-ID: r1\r\n\r\n",
+        "HEAD / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\nGET /next HTTP/1.1\r\n\r\n",
+        "POST /up HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\nhello",
+        "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        "GET http://h/x HTTP/1.0\r\nExpect: 100-continue\r\n\r\n",
+        "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    ]
+    .map(String::from);
+    fuzz("client request", &seeds, |text| {
+        let b = text.as_bytes();
+        let whole = outcome(&mut BytesMut::from(b))?;
+        for split in [b.len() / 3, 2 * b.len() / 3] {
+            let (first, rest) = b.split_at(split);
+            let mut buf = BytesMut::from(first);
+            let mut got = outcome(&mut buf)?;
+            if got == "NeedMore" {
+                buf.extend_from_slice(rest);
+                got = outcome(&mut buf)?;
+            } else {
+                continue; // complete (or handed off) before the split: compared whole
+            }
+            if got != whole {
+                return Err(format!("in two pieces: {got}\nwhole: {whole}"));
+            }
+        }
+        Ok(())
+    });
+}

@@ -399,7 +399,9 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(http::response::Parts, Field
         .filter(|r| Some(*r) != status.canonical_reason())
         .and_then(|r| hyper::ext::ReasonPhrase::try_from(r.as_bytes()).ok());
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(at.len());
+    // Room for what the gateway adds on the way back (the request id, `RateLimit-*`),
+    // rather than growing the map for them.
+    let mut headers = HeaderMap::with_capacity(at.len() + 4);
     let mut fields = Fields::default();
     for (ns, ne, vs, ve) in at {
         let name = HeaderName::from_bytes(&head[ns..ne])

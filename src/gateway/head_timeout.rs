@@ -142,7 +142,7 @@ impl HeadClock {
     }
 
     /// The response's body is done: the connection waits for its next head.
-    fn response_done(&self) {
+    pub fn response_done(&self) {
         if self.waiting_since.load(Ordering::Relaxed) == SERVING {
             self.waiting_since
                 .store(self.now.load(Ordering::Relaxed), Ordering::Relaxed);

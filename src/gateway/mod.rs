@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod filters;
 pub mod h1;
+pub mod h1_server;
 pub mod head_timeout;
 pub mod metrics;
 pub mod pool;

@@ -69,10 +69,14 @@ impl Peer {
     }
 }
 
+/// A client's request body: `None` when the request has none (HTTP/1.1 requests served by
+/// [`super::h1_server`] never do; hyper hands over an empty `Incoming`).
+pub type ClientBody = Option<Incoming>;
+
 pub async fn handle(
     state: Arc<GatewayState>,
     peer: Peer,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
 ) -> Result<Response<RespBody>, std::convert::Infallible> {
     let snap = state.snapshot();
     let (mut parts, body) = req.into_parts();
@@ -502,7 +506,7 @@ async fn upstream_request(
     backend: &Backend,
     ctx: &mut Ctx,
     mut parts: http::request::Parts,
-    body: Incoming,
+    mut body: ClientBody,
     prefix_len: usize,
     peer: &Peer,
 ) -> Response<RespBody> {
@@ -532,13 +536,12 @@ async fn upstream_request(
         parts.headers.insert(header::HOST, v);
     }
 
-    let retryable = idempotent(&parts.method) && body.is_end_stream();
+    let retryable = idempotent(&parts.method) && body.as_ref().is_none_or(Body::is_end_stream);
     let attempts = if retryable { up.retries + 1 } else { 1 };
     let limit = route
         .filters
         .max_body
         .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
-    let mut body = Some(body);
     let mut last: Option<&Arc<TargetState>> = None;
     let mut failure = Failure::Timeout;
     for attempt in 0..attempts {

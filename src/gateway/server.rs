@@ -1,6 +1,11 @@
 //! The client-facing listener: HTTP/1.1 and h2c on one port, slow-header protection, and
 //! a graceful drain on shutdown.
 //!
+//! A connection starts on signalbox's own HTTP/1.1 serving ([`h1_server`]), which answers
+//! the requests without a body that make up most traffic; the first request it does not
+//! serve (a body, an upgrade, HTTP/1.0, h2c, anything malformed) hands the connection to
+//! hyper for the rest of its life.
+//!
 //! One task accepts; each connection is then handed to one of the serving threads (the
 //! one with the fewest open connections). A serving thread runs its own single-threaded
 //! runtime and its own upstream pools (see `Upstream::client`), so a request's client
@@ -17,12 +22,13 @@ use futures_util::TryFutureExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::config::ServerConfig;
+use super::h1_server::{self, Served};
 use super::head_timeout::{HeadClock, HeadTimeouts, Timed};
 use super::metrics::GatewayMetrics;
 use super::proxy;
@@ -125,8 +131,11 @@ async fn serve_handoffs(
     cfg: ServerConfig,
     open: Arc<AtomicUsize>,
 ) {
-    let builder = connection_builder(&cfg);
-    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(connection_builder(&cfg));
+    let max_head = (cfg.max_header_bytes.0 as usize).max(8192);
+    // Cancelled to drain: idle connections close, those serving a request finish it.
+    let shutdown = CancellationToken::new();
+    let connections = TaskTracker::new();
     let mut heads = HeadTimeouts::new(cfg.header_read_timeout.0);
     let metrics = state.shared.metrics.clone();
     loop {
@@ -145,33 +154,45 @@ async fn serve_handoffs(
                 continue;
             }
         };
-        let state = state.clone();
+        let (state, builder, shutdown) = (state.clone(), builder.clone(), shutdown.clone());
         let client = proxy::Peer::new(peer, index);
         let clock = heads.clock();
-        let service_clock = clock.clone();
-        let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            service_clock.head_arrived(req.version());
-            let clock = service_clock.clone();
-            proxy::handle(state.clone(), client.clone(), req)
-                .map_ok(move |resp| resp.map(|body| Timed::new(body, clock)))
-        });
-        let conn = graceful.watch(
-            builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                .into_owned(),
-        );
         // Counted out on drop, so a connection closed by the head timeout is too.
         let counted = Counted::new(metrics.clone(), open.clone(), clock.clone());
-        let task = tokio::spawn(async move {
+        let service_clock = clock.clone();
+        let task = connections.spawn(async move {
             let _counted = counted;
-            if let Err(e) = conn.await {
+            let handler = |req| proxy::handle(state.clone(), client.clone(), req);
+            let served =
+                h1_server::serve(stream, &handler, &service_clock, &shutdown, max_head).await;
+            let Served::HandOff(io) = served else {
+                return;
+            };
+            let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                service_clock.head_arrived(req.version());
+                let clock = service_clock.clone();
+                proxy::handle(state.clone(), client.clone(), req.map(Some))
+                    .map_ok(move |resp| resp.map(|body| Timed::new(body, clock)))
+            });
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+            let mut conn = std::pin::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                () = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "client connection ended with an error");
             }
         });
         heads.watch(clock, task.abort_handle());
     }
+    shutdown.cancel();
+    connections.close();
     tokio::select! {
-        _ = graceful.shutdown() => tracing::debug!(thread = index, "client connections drained"),
+        () = connections.wait() => tracing::debug!(thread = index, "client connections drained"),
         _ = tokio::time::sleep(cfg.shutdown_timeout.0) => {
             tracing::warn!(thread = index, timeout = ?cfg.shutdown_timeout.0, "drain timed out; closing remaining connections");
         }
