@@ -1453,3 +1453,68 @@ async fn a_connection_header_cannot_remove_the_headers_the_gateway_sets() {
     }
     gw.stop().await;
 }
+
+/// A drain answers the requests whose heads had begun to arrive, whichever side serves them
+/// (the gateway's own HTTP/1.1 for a `GET`, hyper for a `POST` with a body), each as the
+/// connection's last, and closes connections that sat idle between requests.
+#[tokio::test]
+async fn a_drain_answers_requests_begun_before_it_and_closes_idle_connections() {
+    let b = upstream("blue").await;
+    let g = upstream("green").await;
+    let gw = gateway(&two_upstreams(
+        &b.target(),
+        &g.target(),
+        "{ blue: 100 }",
+        "",
+    ))
+    .await;
+    let addr = gw.running().addr;
+    let connect = || tokio::net::TcpStream::connect(addr);
+    let mut idle = connect().await.unwrap();
+    idle.write_all(b"GET /api/users HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 12];
+    idle.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    let mut lean = connect().await.unwrap();
+    lean.write_all(b"GET /api/users HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    let mut handed = connect().await.unwrap();
+    handed
+        .write_all(b"POST /api/users HTTP/1.1\r\nHost: x\r\nContent-Le")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let token = gw.running().shutdown_token();
+    token.cancel();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    lean.write_all(b"st: x\r\n\r\n").await.unwrap();
+    handed.write_all(b"ngth: 5\r\n\r\nhello").await.unwrap();
+
+    async fn to_end(c: &mut tokio::net::TcpStream) -> String {
+        let mut all = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut all))
+            .await
+            .expect("closed in time")
+            .unwrap();
+        String::from_utf8_lossy(&all).into_owned()
+    }
+    for (name, c) in [("lean", &mut lean), ("handed over", &mut handed)] {
+        let answer = to_end(c).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200 OK\r\n"),
+            "{name}: {answer}"
+        );
+        assert!(
+            answer.contains("\r\nconnection: close\r\n"),
+            "{name}: {answer}"
+        );
+        assert!(answer.contains("\"upstream\":\"blue\""), "{name}: {answer}");
+    }
+    let rest = to_end(&mut idle).await;
+    assert!(rest.contains("\"upstream\":\"blue\""), "{rest}");
+    gw.stop().await;
+}

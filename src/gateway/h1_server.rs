@@ -278,7 +278,7 @@ pub fn encode_head(
             BodyLen::Known(n) => {
                 if can_have_length {
                     dst.extend_from_slice(b"content-length: ");
-                    extend_number(dst, n, 10);
+                    extend_decimal(dst, n);
                     dst.extend_from_slice(b"\r\n");
                 }
                 Framing::Length(n)
@@ -299,19 +299,36 @@ pub fn encode_head(
     Ok((framing, keep_alive))
 }
 
-/// `n` in `radix` (10 or 16), without allocating.
-fn extend_number(dst: &mut Vec<u8>, mut n: u64, radix: u64) {
+/// `n` in decimal, without allocating.
+fn extend_decimal(dst: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {
         at -= 1;
-        digits[at] = b"0123456789abcdef"[(n % radix) as usize];
-        n /= radix;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
         if n == 0 {
             break;
         }
     }
     dst.extend_from_slice(&digits[at..]);
+}
+
+/// A chunk's size line (`{n:x}\r\n`) without allocating: the bytes, and where the line
+/// begins in them.
+fn chunk_size_line(mut n: usize) -> ([u8; 18], usize) {
+    let mut line = [0u8; 18];
+    line[16..].copy_from_slice(b"\r\n");
+    let mut at = 16;
+    loop {
+        at -= 1;
+        line[at] = b"0123456789abcdef"[n % 16];
+        n /= 16;
+        if n == 0 {
+            break;
+        }
+    }
+    (line, at)
 }
 
 fn content_length(v: &HeaderValue) -> Result<u64, Unsendable> {
@@ -392,14 +409,8 @@ where
                     let Ok(resp) = answered;
                     return Poll::Ready(Some(resp));
                 }
-                // Reading on meanwhile notices a client that went away (and keeps what a
-                // pipelining one sent); tokio makes this no system call while it is quiet.
-                while buf.len() < max_head {
-                    match poll_read_more(&mut io, &mut buf, cx) {
-                        Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(None),
-                        Poll::Ready(Ok(_)) => {}
-                        Poll::Pending => break,
-                    }
+                if client_left(&mut io, &mut buf, cx) {
+                    return Poll::Ready(None);
                 }
                 Poll::Pending
             })
@@ -409,7 +420,16 @@ where
             return Served::Closed;
         };
         let keep_alive = keep_alive && !shutdown.is_cancelled();
-        let kept = write_response(&mut io, resp, &method, keep_alive, &mut out, &mut scratch).await;
+        let kept = write_response(
+            &mut io,
+            &mut buf,
+            resp,
+            &method,
+            keep_alive,
+            &mut out,
+            &mut scratch,
+        )
+        .await;
         clock.response_done();
         if out.capacity() > KEEP_BUF {
             out = Vec::new();
@@ -426,6 +446,22 @@ where
     }
 }
 
+/// Whether the client has closed its end (or the connection failed) while its request is
+/// being served, as hyper checks: only while nothing it sent is waiting, so a pipelining
+/// client that then half-closes still gets the answers it has a right to. What it sends
+/// meanwhile is kept for the next request. tokio makes this no system call while the
+/// socket is quiet.
+fn client_left(io: &mut TcpStream, buf: &mut BytesMut, cx: &mut Context<'_>) -> bool {
+    while buf.is_empty() {
+        match poll_read_more(io, buf, cx) {
+            Poll::Ready(Ok(0) | Err(_)) => return true,
+            Poll::Ready(Ok(_)) => {}
+            Poll::Pending => break,
+        }
+    }
+    false
+}
+
 fn poll_read_more(
     io: &mut TcpStream,
     buf: &mut BytesMut,
@@ -437,9 +473,12 @@ fn poll_read_more(
     tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
 }
 
-/// Writes `resp` out; whether the connection may carry another request after it.
+/// Writes `resp` out; whether the connection may carry another request after it. A
+/// client that leaves while the body is awaited ends it (and frees what the body holds,
+/// such as an upstream connection).
 async fn write_response<B>(
     io: &mut TcpStream,
+    buf: &mut BytesMut,
     resp: Response<B>,
     method: &Method,
     keep_alive: bool,
@@ -478,23 +517,32 @@ where
         let mut next = pin!(body.frame());
         let frame = match futures_util::poll!(next.as_mut()) {
             Poll::Ready(f) => f,
-            // Nothing of the body yet: the head goes now, not held back for it.
-            Poll::Pending if !head_sent => {
-                if !write_all(io, &mut [IoSlice::new(out)]).await {
-                    return false;
+            Poll::Pending => {
+                // Nothing of the body yet: the head goes now, not held back for it.
+                if !head_sent {
+                    if !write_all(io, &mut [IoSlice::new(out)]).await {
+                        return false;
+                    }
+                    head_sent = true;
                 }
-                head_sent = true;
-                next.await
+                let awaited = std::future::poll_fn(|cx| match next.as_mut().poll(cx) {
+                    Poll::Ready(f) => Poll::Ready(Some(f)),
+                    Poll::Pending if client_left(io, buf, cx) => Poll::Ready(None),
+                    Poll::Pending => Poll::Pending,
+                });
+                match awaited.await {
+                    Some(f) => f,
+                    None => return false,
+                }
             }
-            Poll::Pending => next.await,
         };
         let head: &[u8] = if head_sent { &[] } else { &out[..] };
         let data = match frame {
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(d) if d.is_empty() => continue,
                 Ok(d) => d,
-                // Trailers are not sent: hyper sends them only to clients asking with
-                // `TE: trailers`, and those are hyper's.
+                // Trailers are not sent. hyper sends only those a `Trailer` header
+                // declares, and the proxy strips `Trailer` from every answer.
                 Err(_) => continue,
             },
             Some(Err(e)) => {
@@ -519,14 +567,12 @@ where
         };
         let written = match framing {
             Framing::Chunked => {
-                let mut size = Vec::with_capacity(20);
-                extend_number(&mut size, data.len() as u64, 16);
-                size.extend_from_slice(b"\r\n");
+                let (size, at) = chunk_size_line(data.len());
                 write_all(
                     io,
                     &mut [
                         IoSlice::new(head),
-                        IoSlice::new(&size),
+                        IoSlice::new(&size[at..]),
                         IoSlice::new(&data),
                         IoSlice::new(b"\r\n"),
                     ],
@@ -538,6 +584,8 @@ where
                 left -= n as u64;
                 let ok = write_all(io, &mut [IoSlice::new(head), IoSlice::new(&data[..n])]).await;
                 if n < data.len() {
+                    // hyper cuts it and keeps the connection; closing cannot leave the
+                    // client and this side disagreeing about where the next answer begins.
                     tracing::debug!("the response body is longer than its length; closing");
                     return false;
                 }
@@ -568,13 +616,17 @@ async fn write_all(io: &mut TcpStream, mut bufs: &mut [IoSlice<'_>]) -> bool {
 
 /// A connection handed to hyper: the bytes already read come first.
 pub struct Prefixed {
-    read: Bytes,
+    /// Let go once read, rather than held for the connection's life.
+    read: Option<Bytes>,
     io: TcpStream,
 }
 
 impl Prefixed {
-    fn new(read: Bytes, io: TcpStream) -> Self {
-        Self { read, io }
+    pub fn new(read: Bytes, io: TcpStream) -> Self {
+        Self {
+            read: Some(read).filter(|r| !r.is_empty()),
+            io,
+        }
     }
 }
 
@@ -584,13 +636,20 @@ impl AsyncRead for Prefixed {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        if self.read.is_empty() {
-            return Pin::new(&mut self.io).poll_read(cx, buf);
+        let this = &mut *self;
+        match this.read.as_mut() {
+            // No room: the socket's own answer, so that nothing reads as an end of stream.
+            Some(read) if buf.remaining() > 0 => {
+                let n = read.len().min(buf.remaining());
+                buf.put_slice(&read[..n]);
+                read.advance(n);
+                if read.is_empty() {
+                    this.read = None;
+                }
+                Poll::Ready(Ok(()))
+            }
+            _ => Pin::new(&mut this.io).poll_read(cx, buf),
         }
-        let n = self.read.len().min(buf.remaining());
-        buf.put_slice(&self.read[..n]);
-        self.read.advance(n);
-        Poll::Ready(Ok(()))
     }
 }
 
@@ -1128,6 +1187,90 @@ mod tests {
             &body[..],
             b"5\r\nhello\r\n10\r\n, streamed world\r\n0\r\n\r\n"
         );
+    }
+
+    #[tokio::test]
+    async fn a_client_that_leaves_while_a_body_is_awaited_ends_the_answer() {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let flag = dropped.clone();
+        let (mut c, task, _shutdown) = served(move |_req| {
+            struct Guard(Arc<AtomicBool>);
+            impl Drop for Guard {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::SeqCst);
+                }
+            }
+            let guard = Guard(flag.clone());
+            // A head, one event, then nothing (a quiet event stream).
+            let frames = futures_util::stream::unfold((0, guard), |(i, guard)| async move {
+                if i > 0 {
+                    std::future::pending::<()>().await;
+                }
+                let frame = Frame::data(Bytes::from_static(b"event"));
+                Some((Ok::<_, Infallible>(frame), (i + 1, guard)))
+            });
+            std::future::ready(Ok::<_, Infallible>(Response::new(StreamBody::new(
+                Box::pin(frames),
+            ))))
+        })
+        .await;
+        c.write_all(b"GET /events HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut got = Vec::new();
+        while !got.ends_with(b"5\r\nevent\r\n") {
+            let mut chunk = [0u8; 256];
+            let n = c.read(&mut chunk).await.unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&chunk[..n]);
+        }
+        assert!(!dropped.load(Ordering::SeqCst));
+        drop(c);
+        let ended = tokio::time::timeout(Duration::from_secs(5), task).await;
+        assert!(matches!(ended, Ok(Ok(Served::Closed))));
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "the body (and what it holds) is let go"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pipelining_client_that_half_closes_gets_the_answers_it_sent_for() {
+        let (mut c, task, _shutdown) = served(echo).await;
+        c.write_all(b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        c.shutdown().await.unwrap();
+        let answers = read_answers(&mut c, &[false, false]).await;
+        // hyper's rule: the end of stream is looked for only while nothing sent waits, so
+        // `/a` is answered; `/b`, in progress when the end is seen, is abandoned.
+        assert!(
+            !answers.is_empty() && answers[0].ends_with("GET /a"),
+            "{answers:?}"
+        );
+        assert!(matches!(task.await.unwrap(), Served::Closed));
+    }
+
+    #[tokio::test]
+    async fn what_was_read_is_handed_over_once_and_a_full_buffer_is_not_an_end_of_stream() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (io, _) = listener.accept().await.unwrap();
+        let mut p = Prefixed::new(Bytes::from_static(b"abc"), io);
+        // No room: the socket answers (here: nothing to read yet), and nothing of what
+        // was kept is consumed.
+        let mut none = ReadBuf::new(&mut []);
+        let _ =
+            std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut p).poll_read(cx, &mut none))).await;
+        assert_eq!(p.read.as_deref(), Some(&b"abc"[..]));
+        let mut two = [0u8; 2];
+        p.read_exact(&mut two).await.unwrap();
+        assert_eq!(&two, b"ab");
+        client.write_all(b"de").await.unwrap();
+        let mut three = [0u8; 3];
+        p.read_exact(&mut three).await.unwrap();
+        assert_eq!(&three, b"cde");
+        assert!(p.read.is_none());
     }
 
     #[tokio::test]

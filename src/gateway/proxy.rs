@@ -449,7 +449,9 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     for (name, value) in h.iter() {
         if let Some(i) = hop_by_hop_index(name) {
             present |= 1 << i;
-            if i == 0 {
+            // Nearly every `Connection` says just `keep-alive` or `close`: no tokens to
+            // split and compare for those.
+            if i == 0 && !is_keep_alive_or_close(value.as_bytes()) {
                 names_others |= connection_tokens(value).any(names_another_header);
             }
         }
@@ -475,6 +477,10 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
             h.remove(n);
         }
     }
+}
+
+fn is_keep_alive_or_close(v: &[u8]) -> bool {
+    v.eq_ignore_ascii_case(b"keep-alive") || v.eq_ignore_ascii_case(b"close")
 }
 
 fn connection_tokens(v: &HeaderValue) -> impl Iterator<Item = &str> {

@@ -176,7 +176,11 @@ async fn serve_handoffs(
             });
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
             let mut conn = std::pin::pin!(conn);
+            // The connection first: one handed over during a drain has a request in what
+            // was read, and hyper's first poll takes it in; only then may the drain make it
+            // the last (before that, a graceful shutdown would drop it unanswered).
             let ended = tokio::select! {
+                biased;
                 ended = conn.as_mut() => ended,
                 () = shutdown.cancelled() => {
                     conn.as_mut().graceful_shutdown();
