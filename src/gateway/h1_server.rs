@@ -151,8 +151,7 @@ fn build(
     let uri = Uri::from_maybe_shared(head.slice(path_at..path_at + path_len)).ok()?;
     for &(name_at, name_len, value_at, value_len) in fields {
         let name = HeaderName::from_bytes(&head[name_at..name_at + name_len]).ok()?;
-        let value =
-            HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len)).ok()?;
+        let value = super::h1::parsed_value(head.slice(value_at..value_at + value_len));
         headers.append(name, value);
     }
     let mut req = Request::new(());
