@@ -88,7 +88,13 @@ pub struct Conn {
     buf: BytesMut,
     /// The request head being written, kept for the next one.
     head: Vec<u8>,
+    /// Where an answer's fields lie in its head, kept for the next answer.
+    fields_at: Vec<FieldAt>,
 }
+
+/// Where a header field's name and value lie in a head: name start and end, value start
+/// and end.
+type FieldAt = (usize, usize, usize, usize);
 
 /// How the body of an answer is delimited, and how much of it is left.
 #[derive(Debug, PartialEq, Eq)]
@@ -130,6 +136,7 @@ impl Conn {
             io,
             buf: BytesMut::new(),
             head: Vec::new(),
+            fields_at: Vec::new(),
         }
     }
 
@@ -154,11 +161,16 @@ impl Conn {
 
     /// Sends a request without a body and reads the answer's head. Interim (`1xx`)
     /// answers are skipped; `101` was not asked for here, so it is an error.
+    ///
+    /// Once an answer's head is read, `headers` (sent, and not needed again: only a request
+    /// no answer began for is sent again) becomes, emptied, the answer's header map, which
+    /// the client side in turn recycles for its next request (`h1_server`): in the steady
+    /// state no request allocates a header map.
     pub async fn exchange(
         &mut self,
         method: &Method,
         uri: &Uri,
-        headers: &HeaderMap,
+        headers: &mut HeaderMap,
     ) -> Result<Answer, Error> {
         encode_head(&mut self.head, method, uri, headers);
         let written = self.io.write_all(&self.head).await;
@@ -169,7 +181,9 @@ impl Conn {
         written.map_err(|e| Error::BeforeAnswer(Some(e)))?;
         let mut begun = false;
         loop {
-            if let Some(answer) = read_answer(&mut self.buf, method)? {
+            if let Some(answer) =
+                read_answer_into(&mut self.buf, method, &mut self.fields_at, headers)?
+            {
                 return Ok(answer);
             }
             match std::future::poll_fn(|cx| self.poll_read_more(cx)).await {
@@ -232,8 +246,19 @@ impl Conn {
 /// answers skipped (`101` was not asked for here, so it is an error), and the framing of
 /// its body worked out. `None` while more must be read.
 pub fn read_answer(buf: &mut BytesMut, method: &Method) -> Result<Option<Answer>, Error> {
+    read_answer_into(buf, method, &mut Vec::new(), &mut HeaderMap::new())
+}
+
+/// [`read_answer`], with the scratch space a connection keeps: `at` for the fields'
+/// places, and `spare`, a header map taken (emptied) for the answer once its head is read.
+fn read_answer_into(
+    buf: &mut BytesMut,
+    method: &Method,
+    at: &mut Vec<FieldAt>,
+    spare: &mut HeaderMap,
+) -> Result<Option<Answer>, Error> {
     loop {
-        let Some((mut parts, fields)) = parse_head(buf)? else {
+        let Some((mut parts, fields)) = parse_head(buf, at, spare)? else {
             if buf.len() >= MAX_HEAD {
                 return Err(Error::Invalid("the head is larger than 408 KiB"));
             }
@@ -367,7 +392,11 @@ pub(super) fn parsed_value(bytes: Bytes) -> HeaderValue {
     unsafe { HeaderValue::from_maybe_shared_unchecked(bytes) }
 }
 
-fn parse_head(buf: &mut BytesMut) -> Result<Option<(http::response::Parts, Fields)>, Error> {
+fn parse_head(
+    buf: &mut BytesMut,
+    at: &mut Vec<FieldAt>,
+    spare: &mut HeaderMap,
+) -> Result<Option<(http::response::Parts, Fields)>, Error> {
     if buf.is_empty() {
         return Ok(None);
     }
@@ -386,15 +415,12 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(http::response::Parts, Field
     // Where each name and value lies in the buffer, to slice them out of it once the
     // head is split off (no copy of any value).
     let base = buf.as_ptr() as usize;
-    let at: Vec<_> = resp
-        .headers
-        .iter()
-        .map(|h| {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            (name, name + h.name.len(), value, value + h.value.len())
-        })
-        .collect();
+    at.clear();
+    at.extend(resp.headers.iter().map(|h| {
+        let name = h.name.as_ptr() as usize - base;
+        let value = h.value.as_ptr() as usize - base;
+        (name, name + h.name.len(), value, value + h.value.len())
+    }));
     let version = match resp.version {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
@@ -411,9 +437,11 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(http::response::Parts, Field
     let head = buf.split_to(len).freeze();
     // Room for what the gateway adds on the way back (the request id, `RateLimit-*`),
     // rather than growing the map for them.
-    let mut headers = HeaderMap::with_capacity(at.len() + 4);
+    let mut headers = std::mem::take(spare);
+    headers.clear();
+    headers.reserve(at.len() + 4);
     let mut fields = Fields::default();
-    for (ns, ne, vs, ve) in at {
+    for &(ns, ne, vs, ve) in at.iter() {
         let name = HeaderName::from_bytes(&head[ns..ne])
             .map_err(|_| Error::Invalid("a malformed header name"))?;
         let value = parsed_value(head.slice(vs..ve));
@@ -623,8 +651,8 @@ mod tests {
     }
 
     async fn exchange(conn: &mut Conn, method: Method) -> Result<Answer, Error> {
-        let (_, uri, headers) = get();
-        conn.exchange(&method, &uri, &headers).await
+        let (_, uri, mut headers) = get();
+        conn.exchange(&method, &uri, &mut headers).await
     }
 
     /// The body's data, concatenated, and its trailers.

@@ -251,7 +251,7 @@ impl Pool {
         connect_timeout: Duration,
         req: Request<ReqBody>,
     ) -> Result<Response<PooledBody>, SendError> {
-        let (parts, _) = req.into_parts();
+        let (mut parts, _) = req.into_parts();
         loop {
             let (mut conn, reused) = match slot.lean.checkout() {
                 Some(c) => (c, true),
@@ -261,7 +261,7 @@ impl Pool {
                 ),
             };
             match conn
-                .exchange(&parts.method, &parts.uri, &parts.headers)
+                .exchange(&parts.method, &parts.uri, &mut parts.headers)
                 .await
             {
                 Ok(answer) => return Ok(lean_response(answer, conn, slot)),
