@@ -94,7 +94,7 @@ pub struct Conn {
 
 /// Where a header field's name and value lie in a head: name start and end, value start
 /// and end.
-type FieldAt = (usize, usize, usize, usize);
+pub(super) type FieldAt = (usize, usize, usize, usize);
 
 /// How the body of an answer is delimited, and how much of it is left.
 #[derive(Debug, PartialEq, Eq)]

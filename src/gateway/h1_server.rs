@@ -32,6 +32,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use super::h1::{FieldAt, parsed_value};
 use super::head_timeout::HeadClock;
 use super::proxy::ClientBody;
 
@@ -63,7 +64,7 @@ pub enum Parsed {
 #[derive(Default)]
 pub struct Scratch {
     /// Where each field's name and value are in the head.
-    fields: Vec<(usize, usize, usize, usize)>,
+    fields: Vec<FieldAt>,
     /// The last answer's header map, emptied: hyper recycles it the same way.
     headers: Option<HeaderMap>,
 }
@@ -123,7 +124,13 @@ pub fn read_request(buf: &mut BytesMut, max_head: usize, scratch: &mut Scratch) 
         if name.eq_ignore_ascii_case(b"connection") && names_close(h.value) {
             keep_alive = false;
         }
-        fields.push((at(name), name.len(), at(h.value), h.value.len()));
+        let (name_at, value_at) = (at(name), at(h.value));
+        fields.push((
+            name_at,
+            name_at + name.len(),
+            value_at,
+            value_at + h.value.len(),
+        ));
     }
     let head = buf.split_to(len).freeze();
     let mut headers = scratch.headers.take().unwrap_or_default();
@@ -145,13 +152,13 @@ fn build(
     method: Method,
     head: &Bytes,
     (path_at, path_len): (usize, usize),
-    fields: &[(usize, usize, usize, usize)],
+    fields: &[FieldAt],
     mut headers: HeaderMap,
 ) -> Option<Request<()>> {
     let uri = Uri::from_maybe_shared(head.slice(path_at..path_at + path_len)).ok()?;
-    for &(name_at, name_len, value_at, value_len) in fields {
-        let name = HeaderName::from_bytes(&head[name_at..name_at + name_len]).ok()?;
-        let value = super::h1::parsed_value(head.slice(value_at..value_at + value_len));
+    for &(name_start, name_end, value_start, value_end) in fields {
+        let name = HeaderName::from_bytes(&head[name_start..name_end]).ok()?;
+        let value = parsed_value(head.slice(value_start..value_end));
         headers.append(name, value);
     }
     let mut req = Request::new(());
