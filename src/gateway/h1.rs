@@ -532,12 +532,16 @@ impl Fields {
                 .next()
                 .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if *name == header::CONNECTION {
-            self.close |= value
-                .as_bytes()
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+            self.close |= names_close(value.as_bytes());
         }
     }
+}
+
+/// Whether a `Connection` value asks to close (any of its tokens).
+pub(super) fn names_close(value: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
 }
 
 /// One `Content-Length` field: digits, or a list of the same digits (`5, 5`).

@@ -32,7 +32,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::h1::{FieldAt, parsed_value};
+use super::h1::{FieldAt, names_close, parsed_value};
 use super::head_timeout::HeadClock;
 use super::proxy::ClientBody;
 
@@ -166,13 +166,6 @@ fn build(
     *req.uri_mut() = uri;
     *req.headers_mut() = headers;
     Some(req)
-}
-
-/// Whether a `Connection` value asks to close.
-fn names_close(value: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
 }
 
 /// A response body's length, as hyper tells it apart.
@@ -337,6 +330,8 @@ fn chunk_size_line(mut n: usize) -> ([u8; 18], usize) {
     (line, at)
 }
 
+/// A response's own `Content-Length`, read as hyper's server reads it: one value of digits
+/// (not the `5, 5` lists `h1::parse_length` takes from upstreams).
 fn content_length(v: &HeaderValue) -> Result<u64, Unsendable> {
     std::str::from_utf8(v.as_bytes())
         .ok()
@@ -705,6 +700,15 @@ mod tests {
     use crate::gateway::head_timeout::HeadTimeouts;
 
     const MAX: usize = 8192;
+
+    /// Sets its flag when dropped: shows that what a request held was let go.
+    struct SetOnDrop(Arc<AtomicBool>);
+
+    impl Drop for SetOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
 
     fn parse(text: &[u8]) -> (Parsed, BytesMut) {
         let mut buf = BytesMut::from(text);
@@ -1122,13 +1126,7 @@ mod tests {
         let dropped = Arc::new(AtomicBool::new(false));
         let flag = dropped.clone();
         let (mut c, task, _shutdown) = served(move |_req| {
-            struct Guard(Arc<AtomicBool>);
-            impl Drop for Guard {
-                fn drop(&mut self) {
-                    self.0.store(true, Ordering::SeqCst);
-                }
-            }
-            let guard = Guard(flag.clone());
+            let guard = SetOnDrop(flag.clone());
             async move {
                 let _guard = guard;
                 std::future::pending::<()>().await;
@@ -1200,13 +1198,7 @@ mod tests {
         let dropped = Arc::new(AtomicBool::new(false));
         let flag = dropped.clone();
         let (mut c, task, _shutdown) = served(move |_req| {
-            struct Guard(Arc<AtomicBool>);
-            impl Drop for Guard {
-                fn drop(&mut self) {
-                    self.0.store(true, Ordering::SeqCst);
-                }
-            }
-            let guard = Guard(flag.clone());
+            let guard = SetOnDrop(flag.clone());
             // A head, one event, then nothing (a quiet event stream).
             let frames = futures_util::stream::unfold((0, guard), |(i, guard)| async move {
                 if i > 0 {
